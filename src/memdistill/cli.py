@@ -1,0 +1,199 @@
+"""``memdistill`` command line: run | list | report.
+
+Bad input exits with status 2 and a one-line message naming the option and the
+allowed values, before any output folder is created.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import yaml
+
+from memdistill import engine
+from memdistill.config import PRECISIONS, SETTINGS, ConfigError, RunConfig, load_preset, preset_names
+from memdistill.data.scenarios import SCENARIOS, ScenarioError
+from memdistill.data.sources import DataError
+from memdistill.memory import BUFFERS
+from memdistill.methods import METHODS
+from memdistill.nets import BACKBONES
+from memdistill.results import atomic_write
+
+# Options that take several values; a run is made for each combination.
+SWEPT = ("method", "buffer", "seed")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _method_arg(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (got {text!r})")
+    key, value = text.split("=", 1)
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memdistill", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run continual-learning experiments",
+                         argument_default=argparse.SUPPRESS)
+    run.add_argument("--preset", help="preset name (see `memdistill list presets`) or YAML file")
+    run.add_argument("--scenario", help=f"one of: {', '.join(SCENARIOS)} (default seq-digits)")
+    run.add_argument("--method", nargs="+", help=f"one or more of: {', '.join(METHODS)} (default er)")
+    run.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the scenario's)")
+    run.add_argument("--buffer", type=int, nargs="+", help="memory size(s) in samples (default 200)")
+    run.add_argument("--buffer-policy", help=f"one of: {', '.join(BUFFERS)} (default reservoir)")
+    run.add_argument("--seed", type=int, nargs="+", help="one or more seeds (default 0)")
+    run.add_argument("--setting", help=f"one of: {', '.join(SETTINGS)}")
+    run.add_argument("--online", dest="setting", action="store_const", const="online",
+                     help="each stream sample seen once (same as --setting online)")
+    run.add_argument("--offline", dest="setting", action="store_const", const="offline",
+                     help="several epochs per task (same as --setting offline)")
+    run.add_argument("--epochs", type=int, help="epochs per task (offline)")
+    run.add_argument("--batch-size", type=int, help="stream batch size")
+    run.add_argument("--replay-batch-size", type=int, help="samples replayed per step (default: batch size)")
+    run.add_argument("--lr", type=float, help="learning rate (SGD)")
+    run.add_argument("--momentum", type=float)
+    run.add_argument("--weight-decay", type=float)
+    run.add_argument("--n-tasks", type=int, help="number of tasks (scenario default otherwise)")
+    run.add_argument("--samples-per-task", type=int, help="training samples per task (sub-sampled)")
+    run.add_argument("--test-samples-per-task", type=int)
+    run.add_argument("--class-order-seed", type=int, help="shuffle the class order with this seed")
+    run.add_argument("--augment", dest="augment", action="store_true", help="crop + flip on")
+    run.add_argument("--no-augment", dest="augment", action="store_false", help="augmentation off")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
+    run.add_argument("--precision", help=f"one of: {', '.join(PRECISIONS)} (default fp32)")
+    run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                     help="keep NCHW memory layout for convolutions")
+    run.add_argument("--method-arg", dest="method_args", type=_method_arg, action="append",
+                     metavar="KEY=VALUE", help="a method-specific option (repeatable)")
+    run.add_argument("--eval-batch-size", type=int)
+    run.add_argument("--log-every", type=int, help="log losses every N steps")
+    run.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
+    run.add_argument("--cache-dir", help="decoded-array cache (also $MEMDISTILL_CACHE)")
+    run.add_argument("--download", action="store_true", help="download missing datasets")
+    run.add_argument("--out", help="run folder (default runs/<scenario>)")
+    run.add_argument("--no-resume", dest="resume", action="store_false",
+                     help="start over even if --out holds a checkpoint")
+    run.add_argument("--no-progress", dest="progress", action="store_false")
+
+    lst = sub.add_parser("list", help="list methods, scenarios, backbones, presets")
+    lst.add_argument("what", nargs="?", choices=["methods", "scenarios", "backbones", "presets"])
+
+    rep = sub.add_parser("report", help="markdown table + heatmap from run folders")
+    rep.add_argument("runs", nargs="+", help="run folders (searched recursively)")
+    rep.add_argument("--out", help="folder for report.md and heatmap.png (default: the first folder)")
+    return parser
+
+
+def _configs(args: argparse.Namespace) -> tuple[list[RunConfig], list[str]]:
+    """The RunConfig of every combination of swept options, and their folder names."""
+    options = {}
+    if "preset" in args:
+        options.update(load_preset(args.preset))
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "preset", "out", "resume", "progress")}
+    if "method_args" in given:
+        given["method_args"] = {**options.get("method_args", {}), **dict(given["method_args"])}
+    options.update(given)
+    swept = {k: options.pop(k) for k in SWEPT if k in options}
+    swept = {k: v if isinstance(v, list) else [v] for k, v in swept.items()}
+    names = []
+    configs = []
+    keys = list(swept)
+    for values in itertools.product(*(swept[k] for k in keys)) if keys else [()]:
+        combo = dict(zip(keys, values))
+        configs.append(RunConfig.from_dict({**options, **combo}, source="options"))
+        label = combo.get("method", configs[-1].method)
+        if len(swept.get("buffer", [])) > 1:
+            label += f"-buf{combo['buffer']}"
+        names.append(f"{label}/seed{combo.get('seed', 0)}")
+    return configs, names
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from memdistill import report
+
+    configs, names = _configs(args)
+    out = Path(getattr(args, "out", None) or f"runs/{configs[0].scenario}")
+    progress = getattr(args, "progress", True)
+    # Validate every run and load its data before writing anything.
+    prepared = [engine.prepare(cfg, progress=progress) for cfg in configs]
+    folders = [out] if len(configs) == 1 else [out / name for name in names]
+    for (cfg, scenario, _), folder, name in zip(prepared, folders, names):
+        print(f"[memdistill] {name}: {cfg.scenario} / {cfg.method} / {cfg.backbone} / "
+              f"buffer {cfg.buffer} / {cfg.setting} -> {folder}", file=sys.stderr)
+        summary = engine.run(cfg, folder, scenario=scenario, progress=progress,
+                             resume=getattr(args, "resume", True))
+        til = f", task-IL ACC {summary['task_il']['acc']:.2f}" if "task_il" in summary else ""
+        print(f"[memdistill] {name}: class-IL ACC {summary['class_il']['acc']:.2f}, "
+              f"FM {summary['class_il']['fm']:.2f}{til}, {summary['wall_s']:.1f} s", file=sys.stderr)
+    runs = report.load_runs(folders)
+    table = report.markdown_table(runs)
+    atomic_write(out / "report.md", table)
+    print(table)
+    return 0
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text and text.strip() else ""
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    sections = {
+        "methods": [(n, _first_line(m.__doc__ or sys.modules[m.__module__].__doc__))
+                    for n, m in METHODS.items()],
+        "scenarios": [(n, f"{s.kind}, {s.source}, {s.default_tasks} tasks by default")
+                      for n, s in SCENARIOS.items()],
+        "backbones": [(n, "") for n in BACKBONES],
+        "presets": [(n, "") for n in preset_names()],
+    }
+    for section, rows in sections.items():
+        if args.what not in (None, section):
+            continue
+        print(f"{section}:")
+        for name, text in rows:
+            print(f"  {name:<20} {text}".rstrip())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from memdistill import report
+
+    runs = report.load_runs(args.runs)
+    out = Path(args.out or args.runs[0])
+    table = report.markdown_table(runs)
+    atomic_write(out / "report.md", table)
+    report.heatmap(runs, out / "heatmap.png")
+    print(table)
+    print(f"wrote {out / 'report.md'} and {out / 'heatmap.png'}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, ScenarioError) as e:
+        option = getattr(e, "option", "")
+        message = str(e)
+        if option and not message.startswith(option):
+            message = f"{option}: {message}"
+        print(f"memdistill {args.command}: error: {message}", file=sys.stderr)
+    except (DataError, FileNotFoundError) as e:
+        print(f"memdistill {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("memdistill: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Run configuration: one dataclass, scenario defaults, YAML presets, validation.
+
+Options left at ``None`` take the scenario's default (see ``SCENARIO_DEFAULTS``),
+so ``memdistill run --scenario seq-cifar10`` does something sensible without flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memdistill.data.scenarios import SCENARIOS, ScenarioError, check_task_count
+from memdistill.memory import BUFFERS
+from memdistill.nets import BACKBONES
+
+SETTINGS = ("online", "offline")
+PRECISIONS = ("fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """Bad user input.  ``option`` is the CLI flag (or YAML key) it concerns."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+@dataclass
+class RunConfig:
+    scenario: str = "seq-digits"
+    method: str = "er"
+    backbone: str | None = None
+    buffer: int | None = None
+    buffer_policy: str = "reservoir"
+    seed: int = 0
+    setting: str | None = None            # online | offline
+    epochs: int | None = None             # offline only; online is one pass
+    batch_size: int | None = None         # stream batch
+    replay_batch_size: int | None = None  # samples drawn from memory per step
+    lr: float | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    n_tasks: int | None = None
+    samples_per_task: int | None = None
+    test_samples_per_task: int | None = None
+    class_order_seed: int | None = None
+    augment: bool | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = True
+    eval_batch_size: int = 512
+    log_every: int = 10
+    method_args: dict[str, Any] = field(default_factory=dict)   # method-specific options
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    download: bool = False
+
+    def resolved(self) -> "RunConfig":
+        """A copy with every scenario default filled in."""
+        out = dataclasses.replace(self, method_args=dict(self.method_args))
+        for key, value in SCENARIO_DEFAULTS.get(self.scenario, {}).items():
+            if getattr(out, key) is None:
+                setattr(out, key, value)
+        if out.buffer is None:
+            out.buffer = 0 if self.method in ("finetune", "joint") else 200
+        if out.replay_batch_size is None:
+            out.replay_batch_size = out.batch_size
+        if out.setting == "online":
+            out.epochs = 1
+        if out.n_tasks is None:
+            out.n_tasks = SCENARIOS[self.scenario].default_tasks if self.scenario in SCENARIOS else None
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown option in {source}; allowed: {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+# What each scenario does when an option is not given.  Online CIFAR follows the
+# DDN paper's appendix C.2 (stream 32 + 32 replayed, lr 0.03).
+SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "seq-digits": dict(backbone="mlp", setting="offline", epochs=5, batch_size=16, lr=0.1),
+    "seq-mnist": dict(backbone="mlp", setting="online", epochs=1, batch_size=10, lr=0.1),
+    "seq-cifar10": dict(backbone="reduced-resnet18", setting="online", epochs=1, batch_size=32, lr=0.03),
+    "seq-cifar100": dict(backbone="reduced-resnet18", setting="online", epochs=1, batch_size=32, lr=0.03),
+    "seq-tinyimg": dict(backbone="resnet18", setting="online", epochs=1, batch_size=32, lr=0.03),
+    "rot-mnist": dict(backbone="mlp", setting="online", epochs=1, batch_size=10, lr=0.1),
+    "perm-mnist": dict(backbone="mlp", setting="online", epochs=1, batch_size=10, lr=0.1),
+    "pacs": dict(backbone="convnet", setting="offline", epochs=5, batch_size=32, lr=0.01),
+}
+
+
+def validate(cfg: RunConfig, methods: dict[str, Any]) -> None:
+    """Raise ConfigError for the first option that cannot work."""
+    def choose(option: str, value, allowed) -> None:
+        if value not in allowed:
+            raise ConfigError(option, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+    choose("--scenario", cfg.scenario, list(SCENARIOS))
+    choose("--method", cfg.method, list(methods))
+    choose("--backbone", cfg.backbone, list(BACKBONES))
+    choose("--buffer-policy", cfg.buffer_policy, list(BUFFERS))
+    choose("--setting", cfg.setting, SETTINGS)
+    choose("--precision", cfg.precision, PRECISIONS)
+    for option, value, low in [("--buffer", cfg.buffer, 0), ("--epochs", cfg.epochs, 1),
+                               ("--batch-size", cfg.batch_size, 1),
+                               ("--replay-batch-size", cfg.replay_batch_size, 1),
+                               ("--samples-per-task", cfg.samples_per_task, 1),
+                               ("--test-samples-per-task", cfg.test_samples_per_task, 1),
+                               ("--eval-batch-size", cfg.eval_batch_size, 1),
+                               ("--log-every", cfg.log_every, 1), ("--seed", cfg.seed, 0)]:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise ConfigError(option, f"must be an integer >= {low} (got {value!r})")
+    for option, value in [("--lr", cfg.lr), ("--momentum", cfg.momentum),
+                          ("--weight-decay", cfg.weight_decay)]:
+        if not isinstance(value, (int, float)) or value < 0 or (option == "--lr" and value == 0):
+            raise ConfigError(option, f"must be a {'positive' if option == '--lr' else 'non-negative'} "
+                                      f"number (got {value!r})")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith(("cuda", "mps")):
+        raise ConfigError("--device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+    if methods[cfg.method].needs_buffer and cfg.buffer == 0:
+        raise ConfigError("--buffer", f"method {cfg.method} replays from memory; give a size >= 1")
+    try:
+        check_task_count(cfg.scenario, cfg.n_tasks, KNOWN_CLASS_COUNTS.get(cfg.scenario))
+    except ScenarioError as e:
+        raise ConfigError(e.option, str(e)) from None
+
+
+# Class counts known before loading data, so task counts are checked up front.
+KNOWN_CLASS_COUNTS = {"seq-digits": 10, "seq-mnist": 10, "seq-cifar10": 10,
+                      "seq-cifar100": 100, "seq-tinyimg": 200}
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("memdistill") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset by name (``memdistill list`` shows them) or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text()
+    else:
+        candidate = resources.files("memdistill") / "presets" / f"{name_or_path}.yaml"
+        if not candidate.is_file():
+            raise ConfigError("--preset", f"no preset {name_or_path!r}; allowed: "
+                                          f"{', '.join(preset_names())} or a path to a .yaml file")
+        text = candidate.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError("--preset", f"{name_or_path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("--preset", f"{name_or_path} must be a mapping of option: value")
+    return data

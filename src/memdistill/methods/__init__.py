@@ -1,0 +1,26 @@
+"""Continual learners by name.  Each file holds one method; plug-ins sit beside them."""
+from __future__ import annotations
+
+from memdistill.methods.base import Learner, LearnerContext
+from memdistill.methods.clser import CLSER
+from memdistill.methods.ddn import PLUGINS
+from memdistill.methods.derpp import DERpp
+from memdistill.methods.er import ExperienceReplay
+from memdistill.methods.er_ace import ERACE
+from memdistill.methods.finetune import Finetune
+from memdistill.methods.joint import Joint
+from memdistill.methods.plugin import Plugin
+from memdistill.methods.replay import ReplayLearner
+
+METHODS: dict[str, type[Learner]] = {
+    "finetune": Finetune,
+    "joint": Joint,
+    "er": ExperienceReplay,
+    "derpp": DERpp,
+    "er-ace": ERACE,
+    "clser": CLSER,
+}
+
+# Plug-ins for replay methods (``ReplayLearner`` subclasses), built as
+# ``PLUGINS[name](**plugin_args)`` and passed as ``plugins=[...]``.
+__all__ = ["METHODS", "PLUGINS", "Learner", "LearnerContext", "Plugin", "ReplayLearner"]

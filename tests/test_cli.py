@@ -1,0 +1,105 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from memdistill.cli import main
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Run in an empty folder with no dataset search path outside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMDISTILL_DATA", raising=False)
+    monkeypatch.setenv("MEMDISTILL_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1] if err else ""
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--scenario", "seq-nothing"], "--scenario: unknown value 'seq-nothing'; allowed: seq-digits"),
+    (["--method", "ewc2"], "--method: unknown value 'ewc2'; allowed: finetune, joint, er"),
+    (["--backbone", "vgg"], "--backbone: unknown value 'vgg'; allowed: resnet18"),
+    (["--buffer", "-5"], "--buffer: must be an integer >= 0 (got -5)"),
+    (["--batch-size", "0"], "--batch-size: must be an integer >= 1"),
+    (["--lr", "0"], "--lr: must be a positive number"),
+    (["--n-tasks", "3"], "--n-tasks: 10 classes of seq-digits do not divide into 3 tasks; allowed: 1, 2, 5, 10"),
+    (["--precision", "fp8"], "--precision: unknown value 'fp8'; allowed: fp32, bf16"),
+    (["--setting", "sometimes"], "--setting: unknown value 'sometimes'; allowed: online, offline"),
+    (["--method", "er", "--buffer", "0"], "--buffer: method er replays from memory"),
+    (["--preset", "no-such-preset"], "--preset: no preset 'no-such-preset'"),
+    (["--method-arg", "alpha=1"], "--method-arg: method er has no option 'alpha'"),
+])
+def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(isolated, capsys, argv, needle):
+    code = main(["run", "--out", "out", "--no-progress"] + argv)
+    assert code == 2
+    line = _error(capsys)
+    assert needle in line, line
+    assert line.startswith("memdistill run: error:")
+    assert not (isolated / "out").exists()
+
+
+def test_missing_data_names_where_it_looked(isolated, capsys):
+    code = main(["run", "--scenario", "seq-cifar10", "--out", "out", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cifar10" in err and "MEMDISTILL_DATA" in err
+    assert not (isolated / "out").exists()
+
+
+def test_argparse_errors_exit_2(isolated):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--buffer", "many"])
+    assert e.value.code == 2
+
+
+def test_run_several_methods_and_seeds_then_report(isolated, capsys):
+    code = main(["run", "--scenario", "seq-digits", "--method", "er", "finetune", "--buffer", "100",
+                 "--seed", "0", "1", "--epochs", "1", "--out", "runs", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| er |" in out and "| finetune |" in out and "±" in out
+    summaries = sorted(Path("runs").rglob("summary.json"))
+    assert len(summaries) == 4
+    assert {json.loads(p.read_text())["seed"] for p in summaries} == {0, 1}
+    assert main(["report", "runs"]) == 0
+    assert Path("runs/report.md").exists() and Path("runs/heatmap.png").stat().st_size > 1000
+
+
+def test_run_resumes_and_skips_a_finished_run(isolated, capsys):
+    argv = ["run", "--scenario", "seq-digits", "--method", "finetune", "--epochs", "1",
+            "--out", "one", "--no-progress"]
+    assert main(argv) == 0
+    first = json.loads(Path("one/summary.json").read_text())
+    mtime = os.stat("one/summary.json").st_mtime_ns
+    assert main(argv) == 0
+    assert json.loads(Path("one/summary.json").read_text()) == first
+    assert os.stat("one/summary.json").st_mtime_ns == mtime
+
+
+def test_preset_file_and_overrides(isolated, capsys):
+    Path("p.yaml").write_text("scenario: seq-digits\nmethod: finetune\nepochs: 1\nseed: [3]\n")
+    assert main(["run", "--preset", "p.yaml", "--lr", "0.05", "--out", "o", "--no-progress"]) == 0
+    summary = json.loads(Path("o/summary.json").read_text())
+    assert summary["seed"] == 3 and summary["method"] == "finetune"
+    assert "lr: 0.05" in Path("o/config.yaml").read_text()
+    Path("bad.yaml").write_text("scenario: seq-digits\nbogus: 1\n")
+    assert main(["run", "--preset", "bad.yaml", "--out", "o2", "--no-progress"]) == 2
+    assert "bogus" in _error(capsys)
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ["er", "finetune", "joint", "seq-cifar10", "rot-mnist", "pacs", "reduced-resnet18"]:
+        assert name in out
+
+
+def test_report_without_runs(isolated, capsys):
+    assert main(["report", "nothing-here"]) == 2
+    assert "no run folders" in _error(capsys)
