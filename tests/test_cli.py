@@ -34,6 +34,9 @@ def _error(capsys):
     (["--method", "er", "--buffer", "0"], "--buffer: method er replays from memory"),
     (["--preset", "no-such-preset"], "--preset: no preset 'no-such-preset'"),
     (["--method-arg", "alpha=1"], "--method-arg: method er has no option 'alpha'"),
+    (["--plugin", "magic"], "--plugin: unknown value 'magic'; allowed: ddn"),
+    (["--method", "finetune", "--plugin", "ddn"], "--plugin: plugin ddn needs a replay method; allowed: er"),
+    (["--plugin-arg", "every=2"], "--plugin-arg: given without --plugin"),
 ])
 def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(isolated, capsys, argv, needle):
     code = main(["run", "--out", "out", "--no-progress"] + argv)
@@ -91,6 +94,14 @@ def test_preset_file_and_overrides(isolated, capsys):
     Path("bad.yaml").write_text("scenario: seq-digits\nbogus: 1\n")
     assert main(["run", "--preset", "bad.yaml", "--out", "o2", "--no-progress"]) == 2
     assert "bogus" in _error(capsys)
+
+
+def test_plugin_runs_and_is_labelled(isolated, capsys):
+    code = main(["run", "--scenario", "seq-digits", "--method", "er", "--plugin", "label-smoothing",
+                 "--plugin-arg", "eps=0.1", "--buffer", "50", "--epochs", "1", "--out", "ls", "--no-progress"])
+    assert code == 0
+    assert "| er+label-smoothing |" in capsys.readouterr().out
+    assert json.loads(Path("ls/summary.json").read_text())["plugin"] == "label-smoothing"
 
 
 def test_list(capsys):

@@ -17,7 +17,7 @@ from memdistill.config import PRECISIONS, SETTINGS, ConfigError, RunConfig, load
 from memdistill.data.scenarios import SCENARIOS, ScenarioError
 from memdistill.data.sources import DataError
 from memdistill.memory import BUFFERS
-from memdistill.methods import METHODS
+from memdistill.methods import METHODS, PLUGINS
 from memdistill.nets import BACKBONES
 from memdistill.results import atomic_write
 
@@ -33,7 +33,13 @@ def _method_arg(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (got {text!r})")
     key, value = text.split("=", 1)
-    return key.replace("-", "_"), yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):       # YAML reads 1e-3 as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.replace("-", "_"), parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep NCHW memory layout for convolutions")
     run.add_argument("--method-arg", dest="method_args", type=_method_arg, action="append",
                      metavar="KEY=VALUE", help="a method-specific option (repeatable)")
+    run.add_argument("--plugin", help=f"plug-in for a replay method: {', '.join(PLUGINS)}")
+    run.add_argument("--plugin-arg", dest="plugin_args", type=_method_arg, action="append",
+                     metavar="KEY=VALUE", help="a plug-in option (repeatable), e.g. every=4")
     run.add_argument("--eval-batch-size", type=int)
     run.add_argument("--log-every", type=int, help="log losses every N steps")
     run.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
@@ -83,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", dest="progress", action="store_false")
 
     lst = sub.add_parser("list", help="list methods, scenarios, backbones, presets")
-    lst.add_argument("what", nargs="?", choices=["methods", "scenarios", "backbones", "presets"])
+    lst.add_argument("what", nargs="?", choices=["methods", "plugins", "scenarios", "backbones", "presets"])
 
     rep = sub.add_parser("report", help="markdown table + heatmap from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (searched recursively)")
@@ -98,8 +107,9 @@ def _configs(args: argparse.Namespace) -> tuple[list[RunConfig], list[str]]:
         options.update(load_preset(args.preset))
     given = {k: v for k, v in vars(args).items()
              if k not in ("command", "preset", "out", "resume", "progress")}
-    if "method_args" in given:
-        given["method_args"] = {**options.get("method_args", {}), **dict(given["method_args"])}
+    for key in ("method_args", "plugin_args"):
+        if key in given:
+            given[key] = {**options.get(key, {}), **dict(given[key])}
     options.update(given)
     swept = {k: options.pop(k) for k in SWEPT if k in options}
     swept = {k: v if isinstance(v, list) else [v] for k, v in swept.items()}
@@ -110,6 +120,8 @@ def _configs(args: argparse.Namespace) -> tuple[list[RunConfig], list[str]]:
         combo = dict(zip(keys, values))
         configs.append(RunConfig.from_dict({**options, **combo}, source="options"))
         label = combo.get("method", configs[-1].method)
+        if configs[-1].plugin:
+            label += f"+{configs[-1].plugin}"
         if len(swept.get("buffer", [])) > 1:
             label += f"-buf{combo['buffer']}"
         names.append(f"{label}/seed{combo.get('seed', 0)}")
@@ -126,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepared = [engine.prepare(cfg, progress=progress) for cfg in configs]
     folders = [out] if len(configs) == 1 else [out / name for name in names]
     for (cfg, scenario, _), folder, name in zip(prepared, folders, names):
-        print(f"[memdistill] {name}: {cfg.scenario} / {cfg.method} / {cfg.backbone} / "
+        print(f"[memdistill] {name}: {cfg.scenario} / {cfg.method}{'+' + cfg.plugin if cfg.plugin else ''} / {cfg.backbone} / "
               f"buffer {cfg.buffer} / {cfg.setting} -> {folder}", file=sys.stderr)
         summary = engine.run(cfg, folder, scenario=scenario, progress=progress,
                              resume=getattr(args, "resume", True))
@@ -150,6 +162,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                     for n, m in METHODS.items()],
         "scenarios": [(n, f"{s.kind}, {s.source}, {s.default_tasks} tasks by default")
                       for n, s in SCENARIOS.items()],
+        "plugins": [(n, _first_line(p.__doc__ or sys.modules[p.__module__].__doc__))
+                    for n, p in PLUGINS.items()],
         "backbones": [(n, "") for n in BACKBONES],
         "presets": [(n, "") for n in preset_names()],
     }

@@ -55,13 +55,16 @@ class RunConfig:
     eval_batch_size: int = 512
     log_every: int = 10
     method_args: dict[str, Any] = field(default_factory=dict)   # method-specific options
+    plugin: str | None = None             # a replay plug-in, e.g. ddn
+    plugin_args: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     cache_dir: str | None = None
     download: bool = False
 
     def resolved(self) -> "RunConfig":
         """A copy with every scenario default filled in."""
-        out = dataclasses.replace(self, method_args=dict(self.method_args))
+        out = dataclasses.replace(self, method_args=dict(self.method_args),
+                                  plugin_args=dict(self.plugin_args))
         for key, value in SCENARIO_DEFAULTS.get(self.scenario, {}).items():
             if getattr(out, key) is None:
                 setattr(out, key, value)
@@ -101,7 +104,7 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def validate(cfg: RunConfig, methods: dict[str, Any]) -> None:
+def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -> None:
     """Raise ConfigError for the first option that cannot work."""
     def choose(option: str, value, allowed) -> None:
         if value not in allowed:
@@ -129,6 +132,13 @@ def validate(cfg: RunConfig, methods: dict[str, Any]) -> None:
                                       f"number (got {value!r})")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith(("cuda", "mps")):
         raise ConfigError("--device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+    if cfg.plugin is not None:
+        choose("--plugin", cfg.plugin, list(plugins))
+        if not methods[cfg.method].needs_buffer:
+            raise ConfigError("--plugin", f"plugin {cfg.plugin} needs a replay method; allowed: "
+                              + ", ".join(k for k, v in methods.items() if v.needs_buffer))
+    elif cfg.plugin_args:
+        raise ConfigError("--plugin-arg", "given without --plugin")
     if methods[cfg.method].needs_buffer and cfg.buffer == 0:
         raise ConfigError("--buffer", f"method {cfg.method} replays from memory; give a size >= 1")
     try:

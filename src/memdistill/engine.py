@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from memdistill import metrics
 from memdistill.config import ConfigError, RunConfig, validate
 from memdistill.data.scenarios import Scenario, Task, build_scenario
-from memdistill.methods import METHODS, Learner, LearnerContext
+from memdistill.methods import METHODS, PLUGINS, Learner, LearnerContext
 from memdistill.nets import build_backbone
 from memdistill.results import RunFolder
 from memdistill.stream import batch_indices, num_batches
@@ -91,8 +91,14 @@ def build_learner(cfg: RunConfig, scenario: Scenario, device: torch.device) -> L
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
         replay_batch_size=cfg.replay_batch_size, epochs=cfg.epochs, buffer=cfg.buffer,
         buffer_policy=cfg.buffer_policy, seed=cfg.seed)
+    kwargs = dict(cfg.method_args)
+    if cfg.plugin is not None:
+        try:
+            kwargs["plugins"] = [PLUGINS[cfg.plugin](**cfg.plugin_args)]
+        except (ValueError, TypeError) as e:
+            raise ConfigError("--plugin-arg", str(e)) from None
     try:
-        return METHODS[cfg.method](model, ctx, **cfg.method_args)
+        return METHODS[cfg.method](model, ctx, **kwargs)
     except ValueError as e:
         raise ConfigError("--method-arg", str(e)) from None
 
@@ -118,7 +124,7 @@ def prepare(cfg: RunConfig, scenario: Scenario | None = None, progress: bool = T
     cfg = cfg.resolved()
     if cfg.method in METHODS and not METHODS[cfg.method].needs_buffer:
         cfg.buffer = 0    # the option means nothing to a method without memory
-    validate(cfg, METHODS)
+    validate(cfg, METHODS, PLUGINS)
     device = resolve_device(cfg.device)
     if scenario is None:
         scenario = build_scenario(
@@ -218,7 +224,7 @@ def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunSta
     T = len(scenario.tasks)
     class_il = _no_nan(_padded(state.class_il, T))
     summary = {
-        "scenario": cfg.scenario, "method": cfg.method, "backbone": cfg.backbone,
+        "scenario": cfg.scenario, "method": cfg.method, "plugin": cfg.plugin, "backbone": cfg.backbone,
         "buffer": cfg.buffer, "seed": cfg.seed, "setting": cfg.setting,
         "precision": cfg.precision, "num_tasks": T, "device": str(device),
         "class_il": metrics.summarise(class_il),

@@ -15,7 +15,7 @@ import numpy as np
 
 from memdistill.results import find_runs, matrix_from_csv
 
-GROUP_KEYS = ("scenario", "method", "backbone", "buffer", "setting", "precision")
+GROUP_KEYS = ("scenario", "method", "plugin", "backbone", "buffer", "setting", "precision")
 
 
 def _get(summary: dict, dotted: str) -> float | None:
@@ -53,7 +53,10 @@ def group_runs(runs: list[tuple[Path, dict]]) -> dict[tuple, list[tuple[Path, di
 def markdown_table(runs: list[tuple[Path, dict]]) -> str:
     groups = group_runs(runs)
     # Only show the grouping columns that vary, plus the metrics.
-    varying = [i for i, k in enumerate(GROUP_KEYS) if len({g[i] for g in groups}) > 1] or [1]
+    varying = [i for i, k in enumerate(GROUP_KEYS)
+               if k != "plugin" and len({g[i] for g in groups}) > 1] or [1]
+    if 1 not in varying and any(g[2] for g in groups):
+        varying.insert(0, 1)      # show "method+plugin" when plug-ins differ
     columns = [GROUP_KEYS[i] for i in varying]
     metrics = [("class-IL ACC", "class_il.acc"), ("class-IL FM", "class_il.fm"),
                ("task-IL ACC", "task_il.acc"), ("task-IL FM", "task_il.fm"),
@@ -63,7 +66,7 @@ def markdown_table(runs: list[tuple[Path, dict]]) -> str:
     lines = ["| " + " | ".join(columns + [m for m, _ in metrics] + ["seeds"]) + " |",
              "|" + "---|" * (len(columns) + len(metrics) + 1)]
     for key, members in groups.items():
-        cells = [str(key[i]) for i in varying]
+        cells = [str(key[i]) + (f"+{key[2]}" if i == 1 and key[2] else "") for i in varying]
         for _, dotted in metrics:
             values = [v for _, s in members if (v := _get(s, dotted)) is not None]
             cells.append(_mean_std(values))
@@ -96,7 +99,8 @@ def heatmap(runs: list[tuple[Path, dict]], path: Path) -> None:
                     if not math.isnan(R[i, j]):
                         ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                                 color="white" if R[i, j] < 60 else "black")
-        ax.set_title(f"{key[1]} (buffer {key[3]})", fontsize=9)
+        label = key[1] + (f"+{key[2]}" if key[2] else "")
+        ax.set_title(f"{label} (buffer {key[4]})", fontsize=9)
         ax.set_xlabel("evaluated on task")
         ax.set_ylabel("after training task")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="class-IL accuracy (%)")

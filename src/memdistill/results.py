@@ -48,7 +48,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 def matrix_to_csv(R: list[list[float | None]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["after_task"] + [f"task_{j}" for j in range(len(R))])
+    width = max((len(row) for row in R), default=0)
+    writer.writerow(["after_task"] + [f"task_{j}" for j in range(width)])
     for i, row in enumerate(R):
         writer.writerow([i] + ["" if v is None or (isinstance(v, float) and math.isnan(v))
                                else f"{v:.4f}" for v in row])

@@ -29,6 +29,11 @@ class Plugin:
     def end_task(self, task) -> None:
         pass
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the plug-in keeps between tasks (counted in the learner's memory)."""
+        return 0
+
     def state_dict(self) -> dict:
         return {}
 

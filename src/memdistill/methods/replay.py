@@ -79,7 +79,7 @@ class ReplayLearner(Learner):
 
     @property
     def memory_nbytes(self) -> int:
-        return self.buffer.nbytes
+        return self.buffer.nbytes + sum(p.nbytes for p in self.plugins)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
