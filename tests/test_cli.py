@@ -100,7 +100,7 @@ def test_plugin_runs_and_is_labelled(isolated, capsys):
     code = main(["run", "--scenario", "seq-digits", "--method", "er", "--plugin", "label-smoothing",
                  "--plugin-arg", "eps=0.1", "--buffer", "50", "--epochs", "1", "--out", "ls", "--no-progress"])
     assert code == 0
-    assert "| er+label-smoothing |" in capsys.readouterr().out
+    assert "| er+label-smoothing:eps=0.1 |" in capsys.readouterr().out
     assert json.loads(Path("ls/summary.json").read_text())["plugin"] == "label-smoothing"
 
 
@@ -114,3 +114,31 @@ def test_list(capsys):
 def test_report_without_runs(isolated, capsys):
     assert main(["report", "nothing-here"]) == 2
     assert "no run folders" in _error(capsys)
+
+
+def test_method_plus_plugin_specs_in_one_sweep(isolated, capsys):
+    """METHOD+PLUGIN[:k=v] puts a plug-in (with its options) on one run of a sweep only."""
+    code = main(["run", "--scenario", "seq-digits", "--method", "er", "er+label-smoothing:eps=0.5",
+                 "finetune", "--buffer", "50", "--epochs", "1", "--out", "mix", "--no-progress"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "| er |" in table and "| er+label-smoothing:eps=0.5 |" in table and "| finetune |" in table
+    summary = json.loads(Path("mix/er+label-smoothing-eps0.5/seed0/summary.json").read_text())
+    assert summary["plugin"] == "label-smoothing" and summary["plugin_args"] == {"eps": 0.5}
+    assert json.loads(Path("mix/er/seed0/summary.json").read_text())["plugin"] is None
+
+
+def test_method_spec_conflicting_with_plugin_flag(isolated, capsys):
+    assert main(["run", "--method", "er+ddn", "--plugin", "l2y", "--out", "x", "--no-progress"]) == 2
+    assert "--plugin: er+ddn names plugin ddn, but --plugin is l2y" in _error(capsys)
+    assert not Path("x").exists()
+
+
+def test_presets_in_subfolders_are_listed_and_load(capsys):
+    from memdistill.config import load_preset
+    assert main(["list", "presets"]) == 0
+    out = capsys.readouterr().out
+    assert "ddn/table1-cifar10-online-m200" in out and "ddn/table3-cifar10-online-m500" in out
+    table1 = load_preset("ddn/table1-cifar10-online-m200")
+    assert table1["buffer"] == 200 and table1["lr"] == 0.03 and table1["backbone"] == "resnet18"
+    assert {"er", "er+ddn", "derpp+ddn", "clser+ddn", "er-ace+ddn"} <= set(table1["method"])

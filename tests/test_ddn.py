@@ -174,10 +174,12 @@ def test_hypergradient_agrees_with_finite_differences():
     assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(analytic)) and abs(analytic) > 1e-8
 
 
-def test_step_lookahead_is_the_derivative_of_the_classifier_step(monkeypatch):
+@pytest.mark.parametrize("hard", [False, True])
+def test_step_lookahead_is_the_derivative_of_the_classifier_step(monkeypatch, hard):
     """lookahead='step': with no batch norm and no augmentation the plug-in's hypergradient
-    is exactly that of the classifier's own SGD step (ER: CE(stream) + CE(memory, alpha y~))."""
-    plugin = DataDistillNet(lookahead="step", alpha=0.5)
+    is exactly that of the classifier's own SGD step (ER: CE(stream) + [CE(memory, y)] +
+    alpha CE(memory, y~))."""
+    plugin = DataDistillNet(lookahead="step", alpha=0.5, every=1, hard=hard)
     # every class seen: ER's CE runs over all logits, the plug-in's over the seen ones
     er = er_with(plugin, net(batch_norm=False), classes=range(C))
     er.observe(images(4, 1), torch.tensor([0, 1, 2, 3]), 0)          # fills the buffer
@@ -196,6 +198,8 @@ def test_step_lookahead_is_the_derivative_of_the_classifier_step(monkeypatch):
         z = functional_call(model, free, (er.preprocess(torch.cat([stream[0], batch.images]), train=False),))
         y = plugin.soft_labels(batch, probs)
         loss = F.cross_entropy(z[:4], stream[1]) - plugin.opts["alpha"] * (y * F.log_softmax(z[4:], 1)).sum(1).mean()
+        if hard:
+            loss = loss + F.cross_entropy(z[4:], batch.labels)
         grads = torch.autograd.grad(loss, list(free.values()), create_graph=True)
         ahead = {k: free[k] - eta * g for k, g in zip(free, grads)}
         outer_ref = F.cross_entropy(er.seen_mask(functional_call(model, ahead, (xo,))), yo)

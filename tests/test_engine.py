@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,22 @@ def test_class_balanced_policy_runs(digits):
     s = engine.run(RunConfig(method="er", buffer=40, buffer_policy="class-balanced"), None,
                    _scenario(digits), progress=False)
     assert s["memory_bytes"] == 40 * 80
+
+
+def test_run_writes_the_papers_figures(digits, tmp_path):
+    """Fig. 3 / Fig. 5 / Fig. 6 / Table 5 of the DDN paper, from the final evaluation."""
+    from memdistill.figures import FILES
+    scenario = _scenario(digits)
+    summary = engine.run(RunConfig(method="er", buffer=50, epochs=1), tmp_path, scenario, progress=False)
+    for name in FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = [r.split(",") for r in (tmp_path / "confusion.csv").read_text().splitlines()[1:]]
+    counts = np.array([[float(v) for v in r[1:]] for r in rows])
+    n_test = sum(len(t.test_labels) for t in scenario.tasks)
+    assert counts.sum() == n_test
+    assert abs(np.trace(counts) / n_test * 100 - summary["class_il"]["acc"]) < 1.0   # balanced test sets
+    rows = [r.split(",") for r in (tmp_path / "class_probabilities.csv").read_text().splitlines()[1:]]
+    probs = np.array([[float(v) for v in r[1:]] for r in rows])
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-3)
+    final = (tmp_path / "final_task_accuracy.csv").read_text()
+    assert f"ACC,{summary['class_il']['acc']:.2f}" in final

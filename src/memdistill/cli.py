@@ -10,10 +10,9 @@ import itertools
 import sys
 from pathlib import Path
 
-import yaml
-
 from memdistill import engine
-from memdistill.config import PRECISIONS, SETTINGS, ConfigError, RunConfig, load_preset, preset_names
+from memdistill.config import (PRECISIONS, SETTINGS, ConfigError, RunConfig, load_preset, parse_method_spec,
+                               parse_option, preset_names)
 from memdistill.data.scenarios import SCENARIOS, ScenarioError
 from memdistill.data.sources import DataError
 from memdistill.memory import BUFFERS
@@ -30,16 +29,10 @@ class UsageError(Exception):
 
 
 def _method_arg(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (got {text!r})")
-    key, value = text.split("=", 1)
-    parsed = yaml.safe_load(value)
-    if isinstance(parsed, str):       # YAML reads 1e-3 as a string
-        try:
-            parsed = float(parsed)
-        except ValueError:
-            pass
-    return key.replace("-", "_"), parsed
+    try:
+        return parse_option(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                          argument_default=argparse.SUPPRESS)
     run.add_argument("--preset", help="preset name (see `memdistill list presets`) or YAML file")
     run.add_argument("--scenario", help=f"one of: {', '.join(SCENARIOS)} (default seq-digits)")
-    run.add_argument("--method", nargs="+", help=f"one or more of: {', '.join(METHODS)} (default er)")
+    run.add_argument("--method", nargs="+",
+                     help=f"one or more of: {', '.join(METHODS)} (default er); METHOD+PLUGIN "
+                          f"(e.g. er+ddn, er+label-smoothing:eps=0.5) adds a plug-in to that run only")
     run.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the scenario's)")
     run.add_argument("--buffer", type=int, nargs="+", help="memory size(s) in samples (default 200)")
     run.add_argument("--buffer-policy", help=f"one of: {', '.join(BUFFERS)} (default reservoir)")
@@ -118,10 +113,22 @@ def _configs(args: argparse.Namespace) -> tuple[list[RunConfig], list[str]]:
     keys = list(swept)
     for values in itertools.product(*(swept[k] for k in keys)) if keys else [()]:
         combo = dict(zip(keys, values))
-        configs.append(RunConfig.from_dict({**options, **combo}, source="options"))
-        label = combo.get("method", configs[-1].method)
+        run_options = {**options, **combo}
+        spec = str(run_options.get("method", "er"))
+        method, plugin, plugin_args = parse_method_spec(spec)
+        if plugin is not None:   # "er+ddn": a plug-in for this run only, so one sweep mixes both
+            if run_options.get("plugin") not in (None, plugin):
+                raise ConfigError("--plugin", f"{spec} names plugin {plugin}, but --plugin is "
+                                              f"{run_options['plugin']}; give one of them")
+            run_options.update(method=method, plugin=plugin,
+                               plugin_args={**run_options.get("plugin_args", {}), **plugin_args})
+        elif len(swept.get("method", [])) > 1 and "plugin" not in options:
+            run_options.pop("plugin_args", None)   # plug-in options belong to the "+" runs
+        configs.append(RunConfig.from_dict(run_options, source="options"))
+        label = configs[-1].method
         if configs[-1].plugin:
             label += f"+{configs[-1].plugin}"
+            label += "".join(f"-{k}{v}" for k, v in parse_method_spec(str(combo.get("method", "")))[2].items())
         if len(swept.get("buffer", [])) > 1:
             label += f"-buf{combo['buffer']}"
         names.append(f"{label}/seed{combo.get('seed', 0)}")

@@ -147,6 +147,29 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
         raise ConfigError(e.option, str(e)) from None
 
 
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value), the value read as YAML (numbers, true/false, lists)."""
+    if "=" not in text:
+        raise ConfigError("--method-arg", f"expected KEY=VALUE (got {text!r})")
+    key, value = text.split("=", 1)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):       # YAML reads 1e-3 as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip().replace("-", "_"), parsed
+
+
+def parse_method_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``er`` | ``er+ddn`` | ``er+label-smoothing:eps=0.5,alpha=1`` -> (method, plugin, plugin args)."""
+    if "+" not in spec:
+        return spec, None, {}
+    method, plugin = spec.split("+", 1)
+    plugin, _, args = plugin.partition(":")
+    return method, plugin, dict(parse_option(a) for a in args.split(",") if a.strip())
+
+
 # Class counts known before loading data, so task counts are checked up front.
 KNOWN_CLASS_COUNTS = {"seq-digits": 10, "seq-mnist": 10, "seq-cifar10": 10,
                       "seq-cifar100": 100, "seq-tinyimg": 200}
@@ -154,7 +177,12 @@ KNOWN_CLASS_COUNTS = {"seq-digits": 10, "seq-mnist": 10, "seq-cifar10": 10,
 
 def preset_names() -> list[str]:
     folder = resources.files("memdistill") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    names = []
+    for entry in folder.iterdir():    # one level of sub-folders: "ddn/table1-..."
+        children = entry.iterdir() if entry.is_dir() else [entry]
+        prefix = f"{entry.name}/" if entry.is_dir() else ""
+        names += [prefix + p.name[:-5] for p in children if p.name.endswith(".yaml")]
+    return sorted(names)
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:
@@ -163,8 +191,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") and path.exists():
         text = path.read_text()
     else:
-        candidate = resources.files("memdistill") / "presets" / f"{name_or_path}.yaml"
-        if not candidate.is_file():
+        candidate = resources.files("memdistill") / "presets"
+        for part in f"{name_or_path}.yaml".split("/"):
+            candidate = candidate / part
+        if ".." in name_or_path.split("/") or not candidate.is_file():
             raise ConfigError("--preset", f"no preset {name_or_path!r}; allowed: "
                                           f"{', '.join(preset_names())} or a path to a .yaml file")
         text = candidate.read_text()

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from memdistill import metrics
 from memdistill.config import ConfigError, RunConfig, validate
 from memdistill.data.scenarios import Scenario, Task, build_scenario
+from memdistill.figures import write_run_figures
 from memdistill.methods import METHODS, PLUGINS, Learner, LearnerContext
 from memdistill.nets import build_backbone
 from memdistill.results import RunFolder
@@ -52,8 +53,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 @torch.no_grad()
 def evaluate(learner: Learner, scenario: Scenario, upto: int, batch_size: int,
-             device: torch.device) -> tuple[list[float], list[float] | None]:
-    """Class-IL (and task-IL) accuracy (%) on the test sets of tasks 0..upto."""
+             device: torch.device, keep: list | None = None) -> tuple[list[float], list[float] | None]:
+    """Class-IL (and task-IL) accuracy (%) on the test sets of tasks 0..upto.
+
+    ``keep``, if given, receives (probabilities, labels) of every test batch."""
     class_il, task_il = [], []
     for task in scenario.tasks[: upto + 1]:
         correct = correct_task = 0
@@ -63,6 +66,8 @@ def evaluate(learner: Learner, scenario: Scenario, upto: int, batch_size: int,
             y = task.test_labels[start:start + batch_size].to(device, non_blocking=True)
             logits = learner.predict(x)
             correct += (logits.argmax(1) == y).sum().item()
+            if keep is not None:
+                keep.append((logits.softmax(1).cpu(), y.cpu()))
             if scenario.task_il:
                 correct_task += (classes[logits[:, classes].argmax(1)] == y).sum().item()
         n = max(1, len(task.test_labels))
@@ -166,7 +171,8 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
         started = time.perf_counter()
         train_s = _train_task(learner, task, cfg, stream_gen, state, device, progress, T)
         t0 = time.perf_counter()
-        class_il, task_il = evaluate(learner, scenario, task.index, cfg.eval_batch_size, device)
+        final = [] if folder is not None and task.index == T - 1 else None
+        class_il, task_il = evaluate(learner, scenario, task.index, cfg.eval_batch_size, device, keep=final)
         state.eval_s += time.perf_counter() - t0
         state.train_s += train_s
         state.class_il.append(class_il)
@@ -190,6 +196,10 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
 
     summary = _summary(cfg, scenario, learner, state, device)
     if folder is not None:
+        if final:
+            probs, labels = (torch.cat(parts).numpy() for parts in zip(*final))
+            label = cfg.method + (f"+{cfg.plugin}" if cfg.plugin else "")
+            write_run_figures(folder.path, probs, labels, _no_nan(_padded(state.class_il, T)), title=label)
         folder.write_summary(summary)
     return summary
 
@@ -224,7 +234,8 @@ def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunSta
     T = len(scenario.tasks)
     class_il = _no_nan(_padded(state.class_il, T))
     summary = {
-        "scenario": cfg.scenario, "method": cfg.method, "plugin": cfg.plugin, "backbone": cfg.backbone,
+        "scenario": cfg.scenario, "method": cfg.method, "plugin": cfg.plugin,
+        "plugin_args": dict(cfg.plugin_args), "backbone": cfg.backbone,
         "buffer": cfg.buffer, "seed": cfg.seed, "setting": cfg.setting,
         "precision": cfg.precision, "num_tasks": T, "device": str(device),
         "class_il": metrics.summarise(class_il),

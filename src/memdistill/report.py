@@ -43,10 +43,23 @@ def load_runs(paths) -> list[tuple[Path, dict]]:
     return [(p, json.loads((p / "summary.json").read_text())) for p in runs]
 
 
+def method_label(summary: dict) -> str:
+    """``er``, ``er+ddn`` or ``er+label-smoothing:eps=0.5`` (the --method spelling of the run)."""
+    label = str(summary.get("method"))
+    if summary.get("plugin"):
+        label += f"+{summary['plugin']}"
+        args = summary.get("plugin_args") or {}
+        if args:
+            label += ":" + ",".join(f"{k}={v}" for k, v in sorted(args.items()))
+    return label
+
+
 def group_runs(runs: list[tuple[Path, dict]]) -> dict[tuple, list[tuple[Path, dict]]]:
     groups: dict[tuple, list] = defaultdict(list)
     for path, summary in runs:
-        groups[tuple(summary.get(k) for k in GROUP_KEYS)].append((path, summary))
+        key = tuple(summary.get(k) for k in GROUP_KEYS)
+        key = key[:2] + (method_label(summary) if summary.get("plugin") else None,) + key[3:]
+        groups[key].append((path, summary))
     return dict(groups)
 
 
@@ -66,7 +79,7 @@ def markdown_table(runs: list[tuple[Path, dict]]) -> str:
     lines = ["| " + " | ".join(columns + [m for m, _ in metrics] + ["seeds"]) + " |",
              "|" + "---|" * (len(columns) + len(metrics) + 1)]
     for key, members in groups.items():
-        cells = [str(key[i]) + (f"+{key[2]}" if i == 1 and key[2] else "") for i in varying]
+        cells = [str(key[2] if i == 1 and key[2] else key[i]) for i in varying]
         for _, dotted in metrics:
             values = [v for _, s in members if (v := _get(s, dotted)) is not None]
             cells.append(_mean_std(values))
@@ -99,7 +112,7 @@ def heatmap(runs: list[tuple[Path, dict]], path: Path) -> None:
                     if not math.isnan(R[i, j]):
                         ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                                 color="white" if R[i, j] < 60 else "black")
-        label = key[1] + (f"+{key[2]}" if key[2] else "")
+        label = key[2] or key[1]
         ax.set_title(f"{label} (buffer {key[4]})", fontsize=9)
         ax.set_xlabel("evaluated on task")
         ax.set_ylabel("after training task")
