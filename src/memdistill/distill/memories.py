@@ -310,18 +310,28 @@ def addressable_budget(ipc: int, num_classes: int, image_shape, num_bases: int,
     r = floor((size(images) - size(bases)) / (d_y * K)) — the largest r that fits,
     leaving less than one addressing matrix of the budget unused.
     """
-    if ipc < 1 or num_classes < 1 or num_bases < 1 or downsample < 1:
-        raise ValueError("ipc, num_classes, num_bases and downsample must all be >= 1")
+    if ipc < 1:
+        raise ValueError("ipc must be >= 1")
     c, h, w = image_shape
-    budget = ipc * num_classes * c * h * w
-    bases = num_bases * c * _stored_size(h, downsample) * _stored_size(w, downsample)
-    recalls = (budget - bases) // (num_classes * num_bases)
+    return fit_addressable(ipc * num_classes * c * h * w, num_classes, image_shape, num_bases, downsample,
+                           what=f"{ipc} image(s) per class")
+
+
+def fit_addressable(budget_floats: int, num_classes: int, image_shape, num_bases: int,
+                    downsample: int = 1, what: str | None = None) -> AddressableBudget:
+    """The largest r for K bases within ``budget_floats`` floats (Eq. 4 with any budget)."""
+    if num_classes < 1 or num_bases < 1 or downsample < 1:
+        raise ValueError("num_classes, num_bases and downsample must all be >= 1")
+    c, h, w = image_shape
+    base_floats = c * _stored_size(h, downsample) * _stored_size(w, downsample)
+    recalls = (budget_floats - num_bases * base_floats) // (num_classes * num_bases)
     if recalls < 1:
-        most = budget // (c * _stored_size(h, downsample) * _stored_size(w, downsample) + num_classes)
+        most = budget_floats // (base_floats + num_classes)
         raise ValueError(f"{num_bases} bases (downsample {downsample}) leave no room for an addressing "
-                         f"matrix in {ipc} image(s) per class; use at most {most} bases or a larger downsample")
+                         f"matrix in {what or f'{budget_floats} floats'}; use at most {most} bases "
+                         f"or a larger downsample")
     return AddressableBudget(num_bases, int(recalls), downsample,
-                             int(bases + recalls * num_classes * num_bases), int(budget))
+                             int(num_bases * base_floats + recalls * num_classes * num_bases), int(budget_floats))
 
 
 def sample_per_class(images: torch.Tensor, labels: torch.Tensor, n: int, num_classes: int,
