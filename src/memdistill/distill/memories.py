@@ -190,7 +190,8 @@ class AddressableMemory(DistilledMemory):
         round-robin (base k belongs to class k mod C); A_i routes recall i of class c to
         the (i mod n_c)-th base of c, plus uniform noise of size ``jitter``.  At the start
         every recall is a (down- then up-sampled) real image of its class — the paper's
-        special case "images as bases with hard-coded 0/1 addressing" (Sec. 4.1)."""
+        special case "images as bases with hard-coded 0/1 addressing" (Sec. 4.1); with
+        fewer bases than classes, the classes left without one start from their mean."""
         c, h, w = images.shape[1:]
         owner = [k % num_classes for k in range(num_bases)]
         counts = [owner.count(cl) for cl in range(num_classes)]
@@ -204,7 +205,8 @@ class AddressableMemory(DistilledMemory):
         addressing = (torch.rand((recalls, num_classes, num_bases), generator=generator) * 2 - 1) * jitter
         for cl in range(num_classes):
             mine = [k for k in range(num_bases) if owner[k] == cl]
-            if not mine:
+            if not mine:          # fewer bases than classes: start from the mean of all bases
+                addressing[:, cl, :] += 1.0 / num_bases
                 continue
             for i in range(recalls):
                 addressing[i, cl, mine[i % len(mine)]] += 1.0
