@@ -8,7 +8,7 @@ from memdistill.data.sources import load_source
 from memdistill.methods import METHODS
 from memdistill.methods.compress_recall import CompressRecall
 
-ARGS = {"bases": 4, "distill_steps": 3, "unroll": 3, "real_batch": 4, "retrain_epochs": 30, "retrain_lr": 0.05}
+ARGS = {"bases": 4, "downsample": 2, "distill_steps": 3, "unroll": 3, "real_batch": 4, "retrain_epochs": 30, "retrain_lr": 0.05}
 
 
 @pytest.fixture(scope="module")
