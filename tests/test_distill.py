@@ -336,6 +336,8 @@ def test_distill_and_evaluate_memory_end_to_end_on_digits(isolated, capsys):
     assert len(summary["accuracy"]["per_network"]) == 2
     assert summary["addressable"]["recalls_per_class"] == addressable_budget(1, 10, (1, 8, 8), 8, 2).recalls
     assert len((isolated / "out" / "log.jsonl").read_text().splitlines()) == 2
+    assert (isolated / "out" / "recalled.png").stat().st_size > 0
+    assert (isolated / "out" / "similarity.png").stat().st_size > 0
     capsys.readouterr()
     code = main(["evaluate-memory", str(isolated / "out" / "memory.pt"), "--dataset", "digits", "--backbone", "mlp",
                  "--eval-networks", "1", "--eval-epochs", "3", "--no-progress"])

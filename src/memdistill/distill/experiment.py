@@ -5,6 +5,8 @@ What ``memdistill distill`` runs.  The folder gets::
     memory.pt       the memory (format: memdistill.distill.memories), weights_only-loadable
     summary.json    accuracy mean/std, bytes, seconds, peak memory, the options
     log.jsonl       outer loss / gradient norm / seconds every ``log_every`` outer steps
+    recalled.png    the recalled images, one row per class
+    similarity.png  (addressable) class similarity of the addressing coefficients (Fig. 2)
 
 Options are checked (``ConfigError`` naming the flag) before data is read or
 anything is written.  ``method`` names how the memory is learned; only ``bptt``
@@ -218,6 +220,10 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
     distill_s = time.perf_counter() - started
     memory.save(out / "memory.pt")
     peak_distill = _peak_rss_mb()
+    from memdistill.distill.pictures import class_similarity_heatmap, recalled_grid
+    recalled_grid(memory, out / "recalled.png", class_names=source.class_names)
+    if isinstance(memory, AddressableMemory):
+        class_similarity_heatmap(memory, out / "similarity.png", class_names=source.class_names)
 
     schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch)
     test = HeldOutImages(test_x, test_y, mean, std)
