@@ -1,4 +1,4 @@
-"""``memdistill`` command line: run | list | report.
+"""``memdistill`` command line: run | distill | evaluate-memory | list | report.
 
 Bad input exits with status 2 and a one-line message naming the option and the
 allowed values, before any output folder is created.
@@ -15,6 +15,7 @@ from memdistill.config import (PRECISIONS, SETTINGS, ConfigError, RunConfig, loa
                                parse_option, preset_names)
 from memdistill.data.scenarios import SCENARIOS, ScenarioError
 from memdistill.data.sources import DataError
+from memdistill.distill.memories import MemoryFileError
 from memdistill.memory import BUFFERS
 from memdistill.methods import METHODS, PLUGINS
 from memdistill.nets import BACKBONES
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start over even if --out holds a checkpoint")
     run.add_argument("--no-progress", dest="progress", action="store_false")
 
+    _add_distill_parsers(sub)
+
     lst = sub.add_parser("list", help="list methods, scenarios, backbones, presets")
     lst.add_argument("what", nargs="?", choices=["methods", "plugins", "scenarios", "backbones", "presets"])
 
@@ -93,6 +96,100 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", help="run folders (searched recursively)")
     rep.add_argument("--out", help="folder for report.md and heatmap.png (default: the first folder)")
     return parser
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "all") else int(text)
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "off") else float(text)
+
+
+def _add_distill_parsers(sub) -> None:
+    from memdistill.distill.augment import AUGMENTATIONS
+    from memdistill.distill.bptt import OUTER_OPTIMIZERS
+    from memdistill.distill.experiment import DATASETS, DISTILL_METHODS, INITS
+    from memdistill.distill.memories import MEMORIES
+
+    d = sub.add_parser("distill", help="distil a dataset into a memory and evaluate it",
+                       argument_default=argparse.SUPPRESS)
+    d.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default mnist)")
+    d.add_argument("--memory", help=f"one of: {', '.join(MEMORIES)} (default addressable)")
+    d.add_argument("--method", help=f"how the memory is learned: {', '.join(DISTILL_METHODS)} (default bptt)")
+    d.add_argument("--ipc", type=int, help="budget in images per class (Eq. 4; default 1)")
+    d.add_argument("--bases", type=int, help="addressable: number of bases K (default 16)")
+    d.add_argument("--downsample", type=int, help="addressable: bases stored at 1/ds resolution (default 2)")
+    d.add_argument("--init", help=f"start from {' or '.join(INITS)} (default real: real images as images/bases)")
+    d.add_argument("--steps", type=int, help="outer steps (default 300; 0 = no distillation, e.g. random real)")
+    d.add_argument("--unroll", type=int, help="inner SGD steps T per outer step (default 10)")
+    d.add_argument("--inner-lr", type=float, help="inner SGD learning rate (default 0.01)")
+    d.add_argument("--inner-momentum", type=float, help="inner SGD momentum (default 0.9; 0 = no momentum)")
+    d.add_argument("--inner-batch", type=_optional_int, help="recalled samples per inner step (default all)")
+    d.add_argument("--real-batch", type=int, help="real samples per class in the outer loss (default 32)")
+    d.add_argument("--classes-per-step", type=_optional_int, help="labels sampled per outer step (default all)")
+    d.add_argument("--outer-optimizer", help=f"one of: {', '.join(OUTER_OPTIMIZERS)} (default adam)")
+    d.add_argument("--outer-lr", type=float, help="outer learning rate (default 0.01)")
+    d.add_argument("--outer-momentum", type=float, help="outer SGD momentum (default 0.5)")
+    d.add_argument("--clip", type=_optional_float, help="outer gradient-norm clip (default 2; none = off)")
+    d.add_argument("--augment", help=f"one of: {', '.join(AUGMENTATIONS)} (default none)")
+    d.add_argument("--checkpoint-every", type=_optional_int,
+                   help="BPTT checkpoint interval k (default ceil(sqrt(T)); 1 = keep every step)")
+    d.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default convnet)")
+    d.add_argument("--eval-networks", type=int, help="fresh networks trained on the memory (default 5)")
+    d.add_argument("--eval-epochs", type=int, help="epochs per evaluation network (default 300)")
+    d.add_argument("--eval-lr", type=float, help="evaluation SGD learning rate (default 0.01)")
+    d.add_argument("--eval-batch", type=int, help="evaluation batch size (default 256)")
+    d.add_argument("--eval-test-samples", type=_optional_int, help="test images used (default all)")
+    d.add_argument("--seed", type=int)
+    d.add_argument("--device", help="cpu, auto, cuda, cuda:N (default cpu)")
+    d.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
+    d.add_argument("--cache-dir", help="decoded-array cache (also $MEMDISTILL_CACHE)")
+    d.add_argument("--log-every", type=int, help="log the outer loss every N outer steps (default 10)")
+    d.add_argument("--out", help="run folder (default runs/distill-<dataset>-<memory>-ipc<N>)")
+    d.add_argument("--no-progress", dest="progress", action="store_false")
+
+    e = sub.add_parser("evaluate-memory", help="train fresh networks on a memory file, report accuracy")
+    e.add_argument("file", help="a memory.pt written by `memdistill distill`")
+    e.add_argument("--dataset", default="mnist", help=f"test split of: {', '.join(DATASETS)} (default mnist)")
+    e.add_argument("--backbone", default="convnet")
+    e.add_argument("--eval-networks", type=int, default=5)
+    e.add_argument("--eval-epochs", type=int, default=300)
+    e.add_argument("--eval-lr", type=float, default=0.01)
+    e.add_argument("--eval-batch", type=int, default=256)
+    e.add_argument("--eval-test-samples", type=_optional_int, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data-dir")
+    e.add_argument("--cache-dir")
+    e.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    import json
+
+    from memdistill.distill.experiment import DistillConfig, run_distillation, validate
+
+    options = {k: v for k, v in vars(args).items() if k in DistillConfig.option_names()}
+    cfg = DistillConfig(**options)
+    validate(cfg)
+    out = Path(getattr(args, "out", None) or f"runs/distill-{cfg.dataset}-{cfg.memory}-ipc{cfg.ipc}")
+    summary = run_distillation(cfg, out, progress=getattr(args, "progress", True))
+    print(json.dumps({k: summary[k] for k in ("dataset", "memory", "ipc", "accuracy", "memory_bytes",
+                                              "distill_s", "outer_step_s", "peak_rss_mb")}))
+    print(f"wrote {out / 'memory.pt'} and {out / 'summary.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate_memory(args: argparse.Namespace) -> int:
+    import json
+
+    from memdistill.distill.experiment import evaluate_memory_file
+
+    result = evaluate_memory_file(args.file, args.dataset, args.eval_networks, args.eval_epochs,
+                                  args.eval_lr, args.eval_batch, args.backbone, args.seed,
+                                  args.eval_test_samples, args.data_dir, args.cache_dir, args.progress)
+    print(json.dumps(result))
+    return 0
 
 
 def _configs(args: argparse.Namespace) -> tuple[list[RunConfig], list[str]]:
@@ -199,7 +296,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command]
+    handler = {"run": cmd_run, "distill": cmd_distill, "evaluate-memory": cmd_evaluate_memory,
+               "list": cmd_list, "report": cmd_report}[args.command]
     try:
         return handler(args)
     except (ConfigError, ScenarioError) as e:
@@ -208,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         if option and not message.startswith(option):
             message = f"{option}: {message}"
         print(f"memdistill {args.command}: error: {message}", file=sys.stderr)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, FileNotFoundError, MemoryFileError) as e:
         print(f"memdistill {args.command}: error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("memdistill: interrupted; run the same command again to resume", file=sys.stderr)

@@ -6,6 +6,9 @@ j > i may be NaN (not evaluated).  With T tasks:
 * ACC = mean_j R[T-1][j]                                  (final average accuracy)
 * FM  = mean_{j<T-1} (max_{j<=i<T-1} R[i][j] - R[T-1][j])  (average forgetting)
 * BWT = mean_{j<T-1} (R[T-1][j] - R[j][j])                (backward transfer)
+* RA  = ACC, "retained accuracy" (Remember the Past Sec. 5.2, La-MAML)
+* BTI = mean_{j<T-1} (R[T-1][j] - R[j][j]), "backward transfer and interference":
+  accuracy on a task at the end minus right after it was learned (as BWT)
 """
 from __future__ import annotations
 
@@ -47,6 +50,17 @@ def average_incremental_accuracy(R) -> float:
     return float(np.mean([np.mean(R[i, : i + 1]) for i in range(len(R))]))
 
 
+def retained_accuracy(R) -> float:
+    """RA: average accuracy of the final model over all tasks."""
+    return final_accuracy(R)
+
+
+def backward_transfer_interference(R) -> float:
+    """BTI: mean change on each earlier task from right after learning it to the end."""
+    return backward_transfer(R)
+
+
 def summarise(R) -> dict[str, float]:
     return {"acc": final_accuracy(R), "fm": forgetting(R), "bwt": backward_transfer(R),
-            "avg_inc_acc": average_incremental_accuracy(R)}
+            "avg_inc_acc": average_incremental_accuracy(R),
+            "ra": retained_accuracy(R), "bti": backward_transfer_interference(R)}

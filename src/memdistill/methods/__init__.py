@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from memdistill.methods.base import Learner, LearnerContext
 from memdistill.methods.clser import CLSER
+from memdistill.methods.compress_recall import CompressRecall
 from memdistill.methods.ddn import PLUGINS
 from memdistill.methods.derpp import DERpp
 from memdistill.methods.er import ExperienceReplay
@@ -19,6 +20,7 @@ METHODS: dict[str, type[Learner]] = {
     "derpp": DERpp,
     "er-ace": ERACE,
     "clser": CLSER,
+    "compress-recall": CompressRecall,
 }
 
 # Plug-ins for replay methods (``ReplayLearner`` subclasses), built as

@@ -1,0 +1,291 @@
+"""Learning distilled memories by back-propagation through time (Sec. 4.2, Algorithm 1).
+
+One outer step: sample a label subset Y', recall the synthetic set for Y' (Eq. 2),
+initialise a fresh network θ_0, run T inner SGD steps *with momentum* on minibatches
+of the recalled set, take the loss J on a real minibatch with labels in Y', and
+back-propagate J through the whole unrolled trajectory to the memory's parameters φ.
+
+Exact reverse mode through momentum SGD.  Forward (Alg. 1 lines 8–12):
+    m_t = β m_{t-1} + ∇_θ L_t(θ_{t-1}, x),   θ_t = θ_{t-1} − α m_t.
+Backward, with adjoints θ̄_T = ∇J(θ_T), m̄_T = 0, for t = T … 1:
+    m̄ ← m̄ − α θ̄                          (θ_t depends on m_t)
+    θ̄ ← θ̄ + (∂g_t/∂θ)ᵀ m̄,  x̄ += (∂g_t/∂x)ᵀ m̄   (one vector-Jacobian product of the gradient)
+    m̄ ← β m̄                               (m_t depends on m_{t-1})
+
+Memory: the reverse pass needs θ_{t-1} for every t.  Storing them all (what the
+public code does, on CPU) costs T × model.  We store (θ, m) only every k steps
+(k = ⌈√T⌉ by default) and, walking the segments backwards, recompute each segment's
+θs forward from its checkpoint, so at most ⌈T/k⌉ checkpoints + k parameter sets are
+alive: O(√T × model) memory for one extra forward pass of the inner loop.  The
+minibatch indices and augmentation seed of every step are kept, so the recomputation
+is bit-identical.  Functional steps use ``torch.func`` (grad, vjp, functional_call).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, vjp
+
+from memdistill.distill.augment import AUGMENTATIONS, flip_rotate
+from memdistill.distill.memories import DistilledMemory
+
+Params = dict[str, torch.Tensor]
+OUTER_OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class BPTTConfig:
+    unroll: int = 10                   # T, inner steps
+    inner_lr: float = 0.01             # α_θ (public code: 0.01)
+    inner_momentum: float = 0.9        # β_θ (public code: 0.9)
+    inner_batch: int | None = None     # recalled samples per inner step (None: all of Y')
+    real_batch_per_class: int = 32     # real samples per sampled class for the outer loss
+    classes_per_step: int | None = None  # |Y'| (None: every class)
+    outer_optimizer: str = "adam"      # adam | sgd  (public code: sgd lr 0.1 momentum 0.5)
+    outer_lr: float = 0.01
+    outer_momentum: float = 0.5        # sgd only
+    clip: float | None = 2.0           # max norm of the outer gradient (public code: 2)
+    augment: str = "none"              # none | flip-rotate (same draw for real and synthetic)
+    checkpoint_every: int | None = None  # k; None: ceil(sqrt(T)); 1 stores every step
+    seed: int = 0
+
+    def validate(self) -> None:
+        def positive_int(name, value, allow_none=False):
+            if value is None and allow_none:
+                return
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+        positive_int("unroll", self.unroll)
+        positive_int("inner_batch", self.inner_batch, allow_none=True)
+        positive_int("real_batch_per_class", self.real_batch_per_class)
+        positive_int("classes_per_step", self.classes_per_step, allow_none=True)
+        positive_int("checkpoint_every", self.checkpoint_every, allow_none=True)
+        if not self.inner_lr > 0 or not self.outer_lr > 0:
+            raise ValueError("inner_lr and outer_lr must be positive")
+        if not 0 <= self.inner_momentum < 1 or not 0 <= self.outer_momentum < 1:
+            raise ValueError("momentum must be in [0, 1)")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(f"outer_optimizer: unknown value {self.outer_optimizer!r}; "
+                             f"allowed: {', '.join(OUTER_OPTIMIZERS)}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment: unknown value {self.augment!r}; allowed: {', '.join(AUGMENTATIONS)}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError("clip must be positive (or None for no clipping)")
+
+
+@dataclass
+class UnrollResult:
+    outer_loss: float
+    grad_images: torch.Tensor      # dJ/dx for the recalled images (pre-augmentation)
+    stored_param_sets: int         # peak number of parameter-sized tensors kept for the reverse pass
+    param_bytes: int               # bytes of one parameter set
+
+
+def _add(a: Params, b: Params, scale: float = 1.0) -> Params:
+    return {k: a[k] + scale * b[k] for k in a}
+
+
+def _scale(a: Params, s: float) -> Params:
+    return {k: s * v for k, v in a.items()}
+
+
+class MomentumUnroll:
+    """T steps of SGD with momentum on a fixed recalled set, differentiated exactly.
+
+    ``model`` only supplies the architecture (``functional_call``); parameters are
+    passed explicitly.  ``batches[t]`` are the recalled-set indices of inner step t
+    and ``augment(x)`` (optional) is applied to every inner batch and to the real batch.
+    """
+
+    def __init__(self, model: nn.Module, lr: float, momentum: float,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 checkpoint_every: int | None = None):
+        self.model = model
+        self.buffers = dict(model.named_buffers())
+        self.lr = lr
+        self.momentum = momentum
+        self.augment = augment or (lambda x: x)
+        self.checkpoint_every = checkpoint_every
+
+    def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(self.model, (params, self.buffers), (self.augment(x),))
+        return F.cross_entropy(logits, y)
+
+    def _step(self, theta: Params, m: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, Params]:
+        # Alg. 1 lines 10–12: m_t = β m_{t-1} + dL/dθ_{t-1};  θ_t = θ_{t-1} − α m_t
+        g = grad(self.loss)(theta, x, y)
+        m = {k: self.momentum * m[k] + g[k] for k in g}
+        theta = {k: theta[k] - self.lr * m[k] for k in theta}
+        return theta, m
+
+    def forward(self, theta0: Params, images: torch.Tensor, labels: torch.Tensor,
+                batches: list[torch.Tensor]) -> Params:
+        """θ_T without any graph (for evaluation and for tests)."""
+        theta = {k: v.detach() for k, v in theta0.items()}
+        m = {k: torch.zeros_like(v) for k, v in theta.items()}
+        with torch.no_grad():
+            for idx in batches:
+                theta, m = self._step(theta, m, images[idx], labels[idx])
+        return theta
+
+    def hypergradient(self, theta0: Params, images: torch.Tensor, labels: torch.Tensor,
+                      batches: list[torch.Tensor], real_x: torch.Tensor, real_y: torch.Tensor
+                      ) -> UnrollResult:
+        """J(θ_T) on the real batch and dJ/d(images), by checkpointed reverse mode."""
+        T = len(batches)
+        k = self.checkpoint_every or max(1, math.ceil(math.sqrt(T)))
+        images = images.detach()
+        theta = {n: v.detach() for n, v in theta0.items()}
+        m = {n: torch.zeros_like(v) for n, v in theta.items()}
+        checkpoints: dict[int, tuple[Params, Params]] = {}
+        with torch.no_grad():
+            for t, idx in enumerate(batches):           # state before step t+1
+                if t % k == 0:
+                    checkpoints[t] = (theta, m)
+                theta, m = self._step(theta, m, images[idx], labels[idx])
+        # Outer loss (Alg. 1 line 15) and its gradient at θ_T.
+        g_theta, outer = grad_and_value(self.loss)(theta, real_x, real_y)
+        g_theta = {n: v.detach() for n, v in g_theta.items()}
+        g_m = {n: torch.zeros_like(v) for n, v in g_theta.items()}
+        g_images = torch.zeros_like(images)
+        peak_sets = 2 * len(checkpoints) + 2   # checkpoints + the running (θ, m)
+        for start in sorted(checkpoints, reverse=True):
+            stop = min(start + k, T)
+            # Recompute θ_start .. θ_{stop-1} from the checkpoint (same batches, same seeds).
+            theta_c, m_c = checkpoints.pop(start)
+            thetas = [theta_c]
+            with torch.no_grad():
+                for t in range(start, stop - 1):
+                    theta_c, m_c = self._step(theta_c, m_c, images[batches[t]], labels[batches[t]])
+                    thetas.append(theta_c)
+            peak_sets = max(peak_sets, 2 * (len(checkpoints) + 1) + len(thetas))
+            for t in range(stop - 1, start - 1, -1):
+                theta_prev = thetas.pop()
+                idx = batches[t]
+                g_m = _add(g_m, g_theta, -self.lr)     # m̄ ← m̄ − α θ̄
+                y = labels[idx]
+                _, pullback = vjp(lambda p, x: grad(self.loss)(p, x, y), theta_prev, images[idx])
+                d_theta, d_x = pullback(g_m)             # (∂g/∂θ)ᵀ m̄, (∂g/∂x)ᵀ m̄
+                g_theta = _add(g_theta, d_theta)         # θ̄ ← θ̄ + (∂g/∂θ)ᵀ m̄
+                g_images.index_add_(0, idx, d_x)
+                g_m = _scale(g_m, self.momentum)         # m̄ ← β m̄
+        param_bytes = sum(v.numel() * v.element_size() for v in theta0.values())
+        return UnrollResult(float(outer), g_images, peak_sets, param_bytes)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**62)
+
+
+class BPTTDistiller:
+    """Algorithm 1: learns a :class:`DistilledMemory` from a labelled image set.
+
+    ``real_images`` are uint8 (N, C, H, W) on the device; ``mean``/``std`` turn them into
+    the network's input space (the memory's space).  ``make_network()`` builds a fresh,
+    randomly initialised network (called under a per-step seed).  Every outer step's
+    randomness comes from (seed, step), so a run continued from ``state_dict`` repeats.
+    """
+
+    def __init__(self, memory: DistilledMemory, make_network: Callable[[], nn.Module],
+                 real_images: torch.Tensor, real_labels: torch.Tensor, mean, std,
+                 config: BPTTConfig, device: torch.device | str = "cpu"):
+        config.validate()
+        self.memory = memory
+        self.make_network = make_network
+        self.config = config
+        self.device = torch.device(device)
+        self.real_images = real_images.to(self.device)
+        self.real_labels = real_labels.to(self.device)
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=self.device).reshape(shape)
+        self.std = torch.tensor(std, device=self.device).reshape(shape)
+        self.class_index = [torch.nonzero(self.real_labels == c).flatten()
+                            for c in range(memory.num_classes)]
+        if any(len(ix) == 0 for ix in self.class_index):
+            raise ValueError("every class of the memory needs real samples")
+        params = [p for p in memory.parameters() if p.requires_grad]
+        if config.outer_optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=config.outer_lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=config.outer_lr, momentum=config.outer_momentum)
+        self.step = 0
+
+    def _to_input(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+    def outer_step(self) -> dict[str, float]:
+        cfg = self.config
+        started = time.perf_counter()
+        seed = _step_seed(cfg.seed, self.step)
+        g = torch.Generator().manual_seed(seed)
+        C = self.memory.num_classes
+        # Alg. 1 line 4: a subset of labels Y'.
+        n_cls = min(cfg.classes_per_step or C, C)
+        classes = torch.randperm(C, generator=g)[:n_cls].sort().values.tolist()
+        # Line 5: address the memories (Eq. 2) -> recalled set for Y', with a graph to φ.
+        recalled, labels = self.memory.recall(classes)
+        # Line 6: a fresh network θ_0.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = self.make_network().to(self.device)
+        theta0 = {n: p.detach() for n, p in net.named_parameters()}
+        # Line 9: the minibatch of every inner step, drawn now so recomputation repeats it.
+        n = len(labels)
+        size = min(cfg.inner_batch or n, n)
+        batches = [torch.randperm(n, generator=g)[:size].to(self.device) if size < n
+                   else torch.arange(n, device=self.device) for _ in range(cfg.unroll)]
+        # Line 14: a real minibatch with labels in Y'.
+        real_idx = torch.cat([ix[torch.randint(len(ix), (cfg.real_batch_per_class,), generator=g)
+                                 .to(self.device)] for ix in (self.class_index[c] for c in classes)])
+        real_x = self._to_input(self.real_images[real_idx])
+        real_y = self.real_labels[real_idx]
+        augment = None
+        if cfg.augment == "flip-rotate":
+            aug_seed = int(torch.randint(2**31 - 1, (), generator=g))
+            augment = lambda x: flip_rotate(x, aug_seed)  # noqa: E731 - same draw for real and synthetic
+        unroll = MomentumUnroll(net, cfg.inner_lr, cfg.inner_momentum, augment, cfg.checkpoint_every)
+        result = unroll.hypergradient(theta0, recalled.detach(), labels.to(self.device),
+                                      batches, real_x, real_y)
+        # Line 15: chain dJ/dx' through the recall (Eq. 2) into φ and take an outer step.
+        self.optimizer.zero_grad(set_to_none=True)
+        recalled.backward(result.grad_images)
+        params = [p for p in self.memory.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip else float("inf"))
+        self.optimizer.step()
+        self.step += 1
+        return {"step": self.step, "outer_loss": result.outer_loss, "grad_norm": float(norm),
+                "seconds": time.perf_counter() - started, "stored_param_sets": result.stored_param_sets,
+                "stored_mb": result.stored_param_sets * result.param_bytes / 2**20}
+
+    def run(self, steps: int, progress: bool = True, log_every: int = 10,
+            callback: Callable[[dict], None] | None = None) -> list[dict]:
+        """``steps`` outer steps; returns the log (every ``log_every`` steps and the last)."""
+        from tqdm.auto import tqdm
+        import sys
+        log = []
+        bar = tqdm(total=steps, desc="distill", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+        for i in range(steps):
+            entry = self.outer_step()
+            bar.set_postfix(loss=f"{entry['outer_loss']:.3f}", refresh=False)
+            bar.update(1)
+            if i % log_every == 0 or i == steps - 1:
+                log.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.items()})
+                if callback is not None:
+                    callback(log[-1])
+        bar.close()
+        return log
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "config": asdict(self.config)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.load_state_dict(state["memory"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])

@@ -1,0 +1,290 @@
+"""One distillation experiment: options -> memory learned on a dataset -> evaluated -> run folder.
+
+What ``memdistill distill`` runs.  The folder gets::
+
+    memory.pt       the memory (format: memdistill.distill.memories), weights_only-loadable
+    summary.json    accuracy mean/std, bytes, seconds, peak memory, the options
+    log.jsonl       outer loss / gradient norm / seconds every ``log_every`` outer steps
+    recalled.png    the recalled images, one row per class
+    similarity.png  (addressable) class similarity of the addressing coefficients (Fig. 2)
+
+Options are checked (``ConfigError`` naming the flag) before data is read or
+anything is written.  ``method`` names how the memory is learned; only ``bptt``
+(Alg. 1) exists today, other strategies plug in beside it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from memdistill.config import ConfigError
+from memdistill.distill.augment import AUGMENTATIONS
+from memdistill.distill.bptt import OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
+from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_memory
+from memdistill.distill.memories import (MEMORIES, AddressableMemory, DistilledMemory, SyntheticImages,
+                                         addressable_budget)
+from memdistill.nets import BACKBONES, build_backbone
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet")
+# (C, H, W) and classes of each dataset, so the budget is checked before data is read.
+DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
+                  "cifar100": ((3, 32, 32), 100), "tinyimagenet": ((3, 64, 64), 200)}
+DISTILL_METHODS = ("bptt",)
+INITS = ("real", "noise")
+
+
+@dataclass
+class DistillConfig:
+    dataset: str = "mnist"
+    memory: str = "addressable"          # images | addressable
+    method: str = "bptt"
+    ipc: int = 1                         # budget: images per class (Eq. 4)
+    bases: int = 16                      # K (addressable)
+    downsample: int = 2                  # ds (addressable)
+    init: str = "real"                   # real | noise (addressable noise = Xavier, as the public code)
+    steps: int = 300                     # outer steps
+    unroll: int = 10                     # T
+    inner_lr: float = 0.01
+    inner_momentum: float = 0.9
+    inner_batch: int | None = None
+    real_batch: int = 32                 # real samples per class in the outer loss
+    classes_per_step: int | None = None
+    outer_optimizer: str = "adam"
+    outer_lr: float = 0.01
+    outer_momentum: float = 0.5
+    clip: float | None = 2.0
+    augment: str = "none"
+    checkpoint_every: int | None = None
+    backbone: str = "convnet"
+    eval_networks: int = 5
+    eval_epochs: int = 300
+    eval_lr: float = 0.01
+    eval_batch: int = 256
+    eval_test_samples: int | None = None  # None: the whole test split
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    log_every: int = 10
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate(cfg: DistillConfig) -> None:
+    def choose(name, allowed):
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ConfigError(_flag(name), f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+    def at_least(name, low, optional=False):
+        value = getattr(cfg, name)
+        if optional and value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(_flag(name), f"must be an integer >= {low} (got {value!r})")
+
+    def positive(name, optional=False):
+        value = getattr(cfg, name)
+        if optional and value is None:
+            return
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(_flag(name), f"must be a positive number (got {value!r})")
+
+    def fraction(name):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(_flag(name), f"must be in [0, 1) (got {value!r})")
+
+    choose("dataset", DATASETS)
+    choose("memory", tuple(MEMORIES))
+    choose("method", DISTILL_METHODS)
+    choose("init", INITS)
+    choose("outer_optimizer", OUTER_OPTIMIZERS)
+    choose("augment", AUGMENTATIONS)
+    choose("backbone", tuple(BACKBONES))
+    for name in ("ipc", "bases", "downsample", "unroll", "real_batch", "eval_networks", "eval_batch",
+                 "log_every"):
+        at_least(name, 1)
+    for name in ("steps", "eval_epochs", "seed"):
+        at_least(name, 0)
+    for name in ("inner_batch", "classes_per_step", "checkpoint_every", "eval_test_samples"):
+        at_least(name, 1, optional=True)
+    for name in ("inner_lr", "outer_lr", "eval_lr"):
+        positive(name)
+    positive("clip", optional=True)
+    fraction("inner_momentum")
+    fraction("outer_momentum")
+    if cfg.memory == "addressable":
+        shape, classes = DATASET_SHAPES[cfg.dataset]
+        try:
+            addressable_budget(cfg.ipc, classes, shape, cfg.bases, cfg.downsample)
+        except ValueError as e:
+            raise ConfigError("--bases", str(e)) from None
+    if cfg.device not in ("cpu", "auto") and not cfg.device.startswith("cuda"):
+        raise ConfigError("--device", f"unknown value {cfg.device!r}; allowed: cpu, auto, cuda, cuda:N")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda was asked for but torch sees no CUDA device; allowed here: cpu, auto")
+    return torch.device(name)
+
+
+def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: torch.Tensor,
+                 num_classes: int, mean, std) -> DistilledMemory:
+    """The starting memory at the budget of ``cfg.ipc`` images per class."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    image_shape = tuple(train_images.shape[1:])
+    if cfg.memory == "images":
+        if cfg.init == "noise":
+            return SyntheticImages.random(image_shape, cfg.ipc, num_classes, g, mean, std)
+        m = torch.tensor(mean).reshape(1, -1, 1, 1)
+        s = torch.tensor(std).reshape(1, -1, 1, 1)
+        pick = torch.cat([torch.nonzero(train_labels == c).flatten()[
+            torch.randperm(int((train_labels == c).sum()), generator=g)[:cfg.ipc]] for c in range(num_classes)])
+        x = (train_images[pick].float() / 255.0 - m) / s
+        return SyntheticImages(x, train_labels[pick], num_classes, mean, std)
+    try:
+        budget = addressable_budget(cfg.ipc, num_classes, image_shape, cfg.bases, cfg.downsample)
+    except ValueError as e:
+        raise ConfigError("--bases", str(e)) from None
+    if cfg.init == "noise":
+        return AddressableMemory.initialise(image_shape, num_classes, budget.num_bases, budget.recalls,
+                                            cfg.downsample, g, mean, std)
+    m = torch.tensor(mean).reshape(1, -1, 1, 1)
+    s = torch.tensor(std).reshape(1, -1, 1, 1)
+    per_class = -(-budget.num_bases // num_classes)
+    pick = torch.cat([torch.nonzero(train_labels == c).flatten()[
+        torch.randperm(int((train_labels == c).sum()), generator=g)[:per_class]] for c in range(num_classes)])
+    x = (train_images[pick].float() / 255.0 - m) / s
+    return AddressableMemory.from_real(x, train_labels[pick], num_classes, budget.num_bases, budget.recalls,
+                                       cfg.downsample, g, mean, std)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True) -> dict:
+    """Learn a memory as ``cfg`` says, evaluate it, write the run folder; returns the summary."""
+    from memdistill.data.scenarios import NORMALISATION
+    from memdistill.data.sources import load_source
+    from memdistill.results import atomic_write
+
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    source = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
+                         seed=cfg.seed, progress=progress)
+    mean, std = NORMALISATION[cfg.dataset]
+    train_x = torch.from_numpy(source.train.images.copy())
+    train_y = torch.from_numpy(source.train.labels.copy())
+    num_classes = len(source.class_names)
+    image_shape = tuple(train_x.shape[1:])
+    test_x = torch.from_numpy(source.test.images.copy())
+    test_y = torch.from_numpy(source.test.labels.copy())
+    if cfg.eval_test_samples is not None and cfg.eval_test_samples < len(test_y):
+        keep = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.eval_test_samples]
+        test_x, test_y = test_x[keep.sort().values], test_y[keep.sort().values]
+
+    memory = build_memory(cfg, train_x, train_y, num_classes, mean, std).to(device)
+
+    def make_network():
+        return build_backbone(cfg.backbone, image_shape, num_classes)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    log: list[dict] = []
+    if cfg.steps > 0:
+        bptt = BPTTConfig(unroll=cfg.unroll, inner_lr=cfg.inner_lr, inner_momentum=cfg.inner_momentum,
+                          inner_batch=cfg.inner_batch, real_batch_per_class=cfg.real_batch,
+                          classes_per_step=cfg.classes_per_step, outer_optimizer=cfg.outer_optimizer,
+                          outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, clip=cfg.clip,
+                          augment=cfg.augment, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+        distiller = BPTTDistiller(memory, make_network, train_x, train_y, mean, std, bptt, device)
+        log = distiller.run(cfg.steps, progress=progress, log_every=cfg.log_every)
+        atomic_write(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
+    distill_s = time.perf_counter() - started
+    memory.save(out / "memory.pt")
+    peak_distill = _peak_rss_mb()
+    from memdistill.distill.pictures import class_similarity_heatmap, recalled_grid
+    recalled_grid(memory, out / "recalled.png", class_names=source.class_names)
+    if isinstance(memory, AddressableMemory):
+        class_similarity_heatmap(memory, out / "similarity.png", class_names=source.class_names)
+
+    schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch)
+    test = HeldOutImages(test_x, test_y, mean, std)
+    evaluation = evaluate_memory(memory, make_network, test, cfg.eval_networks, schedule,
+                                 seed=cfg.seed, progress=progress)
+    step_seconds = [e["seconds"] for e in log]
+    summary = {
+        "dataset": cfg.dataset, "memory": cfg.memory, "method": cfg.method, "ipc": cfg.ipc,
+        "accuracy": {"mean": round(evaluation["mean"], 4), "std": round(evaluation["std"], 4),
+                     "per_network": evaluation["accuracies"]},
+        "memory_bytes": int(memory.nbytes),
+        "image_budget_bytes": int(4 * cfg.ipc * num_classes * image_shape[0] * image_shape[1] * image_shape[2]),
+        "recalled_samples": evaluation["train_samples"],
+        "distill_s": round(distill_s, 3),
+        "outer_step_s": round(sum(step_seconds) / len(step_seconds), 3) if step_seconds else None,
+        "eval_s": evaluation["seconds"],
+        "peak_rss_mb_distill": round(peak_distill, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "bptt_stored_mb": log[-1]["stored_mb"] if log else None,
+        "final_outer_loss": log[-1]["outer_loss"] if log else None,
+        "evaluation": {k: evaluation[k] for k in ("n_networks", "test_samples", "schedule")},
+        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "config": asdict(cfg),
+    }
+    if isinstance(memory, AddressableMemory):
+        summary["addressable"] = {"bases": memory.num_bases, "recalls_per_class": memory.recalls_per_query,
+                                  "downsample": memory.downsample}
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, epochs: int = 300,
+                         lr: float = 0.01, batch_size: int = 256, backbone: str = "convnet",
+                         seed: int = 0, test_samples: int | None = None, data_dir=None, cache_dir=None,
+                         progress: bool = True) -> dict:
+    """``memdistill evaluate-memory FILE``: the evaluation protocol on a saved memory."""
+    from memdistill.data.scenarios import NORMALISATION
+    from memdistill.data.sources import load_source
+    from memdistill.distill.memories import load_memory
+
+    if dataset not in DATASETS:
+        raise ConfigError("--dataset", f"unknown value {dataset!r}; allowed: {', '.join(DATASETS)}")
+    if backbone not in BACKBONES:
+        raise ConfigError("--backbone", f"unknown value {backbone!r}; allowed: {', '.join(BACKBONES)}")
+    if n_networks < 1:
+        raise ConfigError("--eval-networks", f"must be an integer >= 1 (got {n_networks})")
+    memory = load_memory(path)
+    source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, seed=seed, progress=progress)
+    test_x = torch.from_numpy(source.test.images.copy())
+    test_y = torch.from_numpy(source.test.labels.copy())
+    if tuple(test_x.shape[1:]) != memory.image_shape or len(source.class_names) != memory.num_classes:
+        raise ConfigError("--dataset", f"{path} holds {memory.num_classes} classes of shape "
+                                       f"{list(memory.image_shape)}; {dataset} has {len(source.class_names)} "
+                                       f"of shape {list(test_x.shape[1:])}")
+    if test_samples is not None and test_samples < len(test_y):
+        keep = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(seed))[:test_samples].sort().values
+        test_x, test_y = test_x[keep], test_y[keep]
+    mean, std = NORMALISATION[dataset]
+    shape = memory.image_shape
+    result = evaluate_memory(memory, lambda: build_backbone(backbone, shape, memory.num_classes),
+                             HeldOutImages(test_x, test_y, mean, std), n_networks,
+                             TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size), seed, progress)
+    result["kind"] = memory.kind
+    return result

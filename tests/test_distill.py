@@ -1,0 +1,352 @@
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from memdistill.cli import main
+from memdistill.distill import (AddressableMemory, BPTTConfig, BPTTDistiller, MemoryFileError, MomentumUnroll,
+                                SyntheticImages, HeldOutImages, TrainSchedule, addressable_budget, evaluate_dataset,
+                                load_memory)
+from memdistill.distill.augment import flip_rotate
+from memdistill.nets import ConvNet, MLP
+
+from conftest import make_source
+
+
+# -- memories: recall (Eq. 2) -------------------------------------------------------
+
+def _small_memory(downsample=1):
+    g = torch.Generator().manual_seed(0)
+    bases = torch.randn(2, 1, 2, 2, generator=g)                  # K = 2
+    addressing = torch.randn(3, 4, 2, generator=g)                 # r = 3, d_y = 4
+    shape = (1, 2 * downsample, 2 * downsample)
+    return AddressableMemory(bases, addressing, shape, downsample), bases, addressing
+
+
+def test_recall_is_eq2_by_hand():
+    memory, bases, A = _small_memory()
+    images, labels = memory.recall([1, 3])
+    assert images.shape == (2 * 3, 1, 2, 2)
+    assert labels.tolist() == [1, 1, 1, 3, 3, 3]
+    for n, y in enumerate([1, 3]):
+        for i in range(3):
+            # x'_i = y^T A_i [b_0; b_1]^T with one-hot y: row y of A_i combines the bases.
+            expected = A[i, y, 0] * bases[0] + A[i, y, 1] * bases[1]
+            torch.testing.assert_close(images[n * 3 + i], expected)
+
+
+def test_recall_with_a_soft_query_is_linear_in_y():
+    memory, _, _ = _small_memory()
+    y = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
+    out = memory.recall_queries(y)[0]
+    a, _ = memory.recall([0])
+    b, _ = memory.recall([1])
+    torch.testing.assert_close(out, 0.25 * a + 0.75 * b)
+
+
+def test_downsampled_bases_are_upsampled_bilinearly_on_recall():
+    memory, bases, A = _small_memory(downsample=2)
+    images, _ = memory.recall([2])
+    assert images.shape == (3, 1, 4, 4)
+    small = A[0, 2, 0] * bases[0] + A[0, 2, 1] * bases[1]
+    expected = F.interpolate(small[None], size=(4, 4), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(images[0], expected)
+    assert memory.nbytes == 4 * (2 * 1 * 2 * 2 + 3 * 4 * 2)
+
+
+def test_synthetic_images_recall_by_class_and_count_their_bytes():
+    g = torch.Generator().manual_seed(0)
+    memory = SyntheticImages.random((1, 4, 4), ipc=2, num_classes=3, generator=g)
+    images, labels = memory.recall([2, 0])
+    assert sorted(labels.tolist()) == [0, 0, 2, 2]
+    assert images.shape == (4, 1, 4, 4)
+    assert memory.nbytes == 6 * 16 * 4 + 6 * 8
+
+
+# -- budget (Eq. 4) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("ipc,classes,shape,bases,ds,recalls", [
+    (1, 10, (1, 28, 28), 16, 2, 29),      # (7840 - 16*196) // 160
+    (1, 10, (3, 32, 32), 16, 2, 115),     # the public code's CIFAR-10 IPC 1 setting
+    (10, 10, (1, 28, 28), 32, 1, 166),
+    (1, 10, (1, 28, 28), 32, 2, 4),
+])
+def test_budget_fills_the_image_bytes_of_eq4(ipc, classes, shape, bases, ds, recalls):
+    b = addressable_budget(ipc, classes, shape, bases, ds)
+    c, h, w = shape
+    image_floats = ipc * classes * c * h * w
+    assert b.recalls == recalls
+    assert b.budget_floats == image_floats
+    # size(bases) + size(addressing) <= size(images), and within one addressing matrix of it
+    assert image_floats - classes * bases < b.floats <= image_floats
+    memory = AddressableMemory.initialise(shape, classes, b.num_bases, b.recalls, ds, torch.Generator())
+    assert memory.nbytes == b.nbytes
+
+
+def test_budget_refuses_more_bases_than_fit():
+    with pytest.raises(ValueError, match="at most"):
+        addressable_budget(1, 10, (1, 28, 28), 100, 2)
+
+
+def test_real_initialisation_recalls_real_images_of_the_right_class():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(2)
+    images = torch.randn(6, 1, 4, 4, generator=g)
+    memory = AddressableMemory.from_real(images, labels, 3, num_bases=6, recalls=2, downsample=1,
+                                         generator=g, jitter=0.0)
+    x, y = memory.recall([1])
+    for img in x:
+        assert any(torch.allclose(img, images[j]) for j in range(6) if labels[j] == 1)
+
+
+# -- file round trip ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["images", "addressable"])
+def test_memory_round_trips_through_a_weights_only_file(tmp_path, kind):
+    g = torch.Generator().manual_seed(0)
+    if kind == "images":
+        memory = SyntheticImages.random((1, 4, 4), 2, 3, g, mean=(0.5,), std=(0.2,))
+    else:
+        memory = AddressableMemory.initialise((1, 4, 4), 3, 4, 2, 2, g, mean=(0.5,), std=(0.2,))
+    path = memory.save(tmp_path / "m.pt")
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "memdistill.memory" and raw["kind"] == kind
+    loaded = load_memory(path)
+    assert type(loaded) is type(memory) and loaded.nbytes == memory.nbytes
+    assert loaded.mean == (0.5,) and loaded.std == (0.2,)
+    a, la = memory.dataset()
+    b, lb = loaded.dataset()
+    torch.testing.assert_close(a, b)
+    assert torch.equal(la, lb)
+
+
+def test_loading_something_else_is_a_clear_error(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "x.pt")
+    with pytest.raises(MemoryFileError, match="not a memdistill memory file"):
+        load_memory(tmp_path / "x.pt")
+    (tmp_path / "y.pt").write_text("hello")
+    with pytest.raises(MemoryFileError, match="not a readable memory file"):
+        load_memory(tmp_path / "y.pt")
+
+
+# -- BPTT through momentum SGD (Alg. 1) ------------------------------------------------
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    net = ConvNet(1, 8, 3, width=4, depth=2).double()   # conv -> instance norm -> ReLU(inplace) -> pool
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    rx = torch.randn(9, 1, 8, 8, generator=g, dtype=torch.float64)
+    ry = torch.tensor([0, 1, 2] * 3)
+    batches = [torch.randperm(6, generator=g)[:4] for _ in range(7)]
+    theta0 = {n: p.detach() for n, p in net.named_parameters()}
+    return net, x, y, rx, ry, batches, theta0
+
+
+def _naive_unrolled_gradient(net, theta0, x, y, batches, rx, ry, lr, momentum):
+    """Autograd through the explicitly unrolled loop (whole graph kept)."""
+    xs = x.clone().requires_grad_()
+    theta = {n: v.clone().requires_grad_() for n, v in theta0.items()}
+    m = {n: torch.zeros_like(v) for n, v in theta.items()}
+    for idx in batches:
+        loss = F.cross_entropy(functional_call(net, theta, (xs[idx],)), y[idx])
+        grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+        m = {n: momentum * m[n] + gr for n, gr in zip(theta, grads)}
+        theta = {n: theta[n] - lr * m[n] for n in theta}
+    outer = F.cross_entropy(functional_call(net, theta, (rx,)), ry)
+    return outer.item(), torch.autograd.grad(outer, xs)[0]
+
+
+@pytest.mark.parametrize("momentum,checkpoint_every", [(0.9, None), (0.9, 1), (0.9, 3), (0.9, 7), (0.0, 2)])
+def test_bptt_gradient_equals_autograd_through_the_unrolled_loop(momentum, checkpoint_every):
+    net, x, y, rx, ry, batches, theta0 = _tiny_problem()
+    unroll = MomentumUnroll(net, lr=0.1, momentum=momentum, checkpoint_every=checkpoint_every)
+    result = unroll.hypergradient(theta0, x, y, batches, rx, ry)
+    loss, expected = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, ry, 0.1, momentum)
+    assert result.outer_loss == pytest.approx(loss, rel=1e-12)
+    assert expected.abs().max() > 1e-4                       # the gradient is not trivially zero
+    torch.testing.assert_close(result.grad_images, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_bptt_gradient_matches_finite_differences():
+    net, x, y, rx, ry, batches, theta0 = _tiny_problem()
+    unroll = MomentumUnroll(net, lr=0.1, momentum=0.9)
+    g = unroll.hypergradient(theta0, x, y, batches, rx, ry).grad_images
+
+    def outer(xx):
+        theta = unroll.forward(theta0, xx, y, batches)
+        return float(F.cross_entropy(functional_call(net, theta, (rx,)), ry))
+
+    eps = 1e-6
+    for pos in [(0, 0, 3, 4), (2, 0, 1, 1), (5, 0, 7, 2)]:
+        plus, minus = x.clone(), x.clone()
+        plus[pos] += eps
+        minus[pos] -= eps
+        assert (outer(plus) - outer(minus)) / (2 * eps) == pytest.approx(float(g[pos]), rel=1e-5, abs=1e-9)
+
+
+def test_checkpointing_keeps_memory_sublinear_in_the_unroll():
+    net = MLP(4, 2, hidden=3)
+    theta0 = {n: p.detach() for n, p in net.named_parameters()}
+    x, y = torch.randn(4, 4), torch.tensor([0, 1, 0, 1])
+    for T in (16, 64):
+        batches = [torch.arange(4)] * T
+        kept = MomentumUnroll(net, 0.1, 0.9).hypergradient(theta0, x, y, batches, x, y).stored_param_sets
+        every = MomentumUnroll(net, 0.1, 0.9, checkpoint_every=1).hypergradient(
+            theta0, x, y, batches, x, y).stored_param_sets
+        assert kept <= 3 * math.isqrt(T) + 2 < every
+        assert every >= 2 * T
+
+
+def _separable_data(n_per_class=30, classes=3, dim=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(classes, 1, 1, dim, generator=g)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    images = centres[labels] + torch.randn(len(labels), 1, 1, dim, generator=g)
+    return images, labels
+
+
+def test_a_few_outer_steps_lower_the_outer_loss():
+    real_x, real_y = _separable_data()
+    # the distiller takes uint8 images: map the floats into 0..255 (mean 0.5, std 0.2 undoes it)
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    real_in = (real_u8.float() / 255 - 0.5) / 0.2
+    memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+
+    def make_network():
+        return nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+
+    def mean_outer_loss():
+        losses = []
+        images, labels = memory.dataset()
+        for seed in range(8):
+            torch.manual_seed(100 + seed)
+            net = make_network()
+            theta0 = {n: p.detach() for n, p in net.named_parameters()}
+            unroll = MomentumUnroll(net, 0.1, 0.9)
+            theta = unroll.forward(theta0, images.detach(), labels, [torch.arange(3)] * 5)
+            losses.append(float(F.cross_entropy(functional_call(net, theta, (real_in,)), real_y)))
+        return sum(losses) / len(losses)
+
+    before = mean_outer_loss()
+    cfg = BPTTConfig(unroll=5, inner_lr=0.1, real_batch_per_class=16, outer_lr=0.1, seed=0)
+    distiller = BPTTDistiller(memory, make_network, real_u8, real_y, (0.5,), (0.2,), cfg)
+    distiller.run(25, progress=False)
+    after = mean_outer_loss()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_distillation_continued_from_a_state_dict_repeats():
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def make_network():
+        return nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+
+    def distiller():
+        g = torch.Generator().manual_seed(0)
+        memory = AddressableMemory.initialise((1, 1, 6), 3, 2, 2, 1, g)
+        cfg = BPTTConfig(unroll=3, real_batch_per_class=4, classes_per_step=2, inner_batch=3, seed=5)
+        return BPTTDistiller(memory, make_network, real_u8, real_y, (0.5,), (0.2,), cfg)
+
+    a = distiller()
+    a.run(2, progress=False)
+    state = copy.deepcopy(a.state_dict())      # as a checkpoint on disk would hold it
+    a.run(2, progress=False)
+    b = distiller()
+    b.load_state_dict(state)
+    b.run(2, progress=False)
+    for (_, pa), (_, pb) in zip(a.memory.named_parameters(), b.memory.named_parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_flip_rotate_is_the_same_draw_for_the_same_seed_and_differentiable():
+    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    a, b = flip_rotate(x, 7), flip_rotate(x, 7)
+    assert torch.equal(a, b)
+    assert not torch.equal(flip_rotate(x, 7), flip_rotate(x, 8))
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
+    src = make_source(num_classes=4, train_per_class=10, test_per_class=10, shape=(1, 4, 4))
+    mean, std = (0.1,), (0.3,)
+    x = (torch.from_numpy(src.train.images).float() / 255 - 0.1) / 0.3
+    y = torch.from_numpy(src.train.labels)
+    test = HeldOutImages(torch.from_numpy(src.test.images), torch.from_numpy(src.test.labels), mean, std)
+    schedule = TrainSchedule(epochs=30, lr=0.05, batch_size=16)
+
+    def make_network():
+        return MLP(16, 4, hidden=16)
+
+    result = evaluate_dataset(x, y, make_network, test, n_networks=3, schedule=schedule, seed=0)
+    assert len(result["accuracies"]) == 3 and result["n_networks"] == 3
+    assert result["mean"] > 60.0                        # chance is 25%
+    assert result["std"] == pytest.approx(torch.tensor(result["accuracies"]).std(unbiased=False).item(), abs=1e-3)
+    again = evaluate_dataset(x, y, make_network, test, n_networks=3, schedule=schedule, seed=0)
+    assert again["accuracies"] == result["accuracies"]
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMDISTILL_DATA", raising=False)
+    monkeypatch.setenv("MEMDISTILL_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--memory", "hologram"], "--memory: unknown value 'hologram'; allowed: images, addressable"),
+    (["--dataset", "svhn"], "--dataset: unknown value 'svhn'; allowed: digits, mnist"),
+    (["--method", "dm"], "--method: unknown value 'dm'; allowed: bptt"),
+    (["--ipc", "0"], "--ipc: must be an integer >= 1"),
+    (["--unroll", "0"], "--unroll: must be an integer >= 1"),
+    (["--inner-momentum", "1.5"], "--inner-momentum: must be in [0, 1)"),
+    (["--outer-optimizer", "lbfgs"], "--outer-optimizer: unknown value 'lbfgs'; allowed: adam, sgd"),
+    (["--augment", "cutmix"], "--augment: unknown value 'cutmix'; allowed: none, flip-rotate"),
+    (["--outer-lr", "0"], "--outer-lr: must be a positive number"),
+    (["--bases", "100"], "--bases: 100 bases (downsample 2) leave no room"),
+])
+def test_distill_bad_input_exits_2_and_writes_nothing(isolated, capsys, argv, needle):
+    code = main(["distill", "--out", "out", "--no-progress"] + argv)
+    assert code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("memdistill distill: error:") and needle in line, line
+    assert not (isolated / "out").exists()
+
+
+def test_distill_and_evaluate_memory_end_to_end_on_digits(isolated, capsys):
+    code = main(["distill", "--dataset", "digits", "--memory", "addressable", "--bases", "8", "--backbone", "mlp",
+                 "--steps", "2", "--unroll", "2", "--real-batch", "4", "--eval-networks", "2",
+                 "--eval-epochs", "3", "--out", "out", "--no-progress"])
+    assert code == 0
+    summary = json.loads((isolated / "out" / "summary.json").read_text())
+    assert summary["memory_bytes"] <= summary["image_budget_bytes"]
+    assert len(summary["accuracy"]["per_network"]) == 2
+    assert summary["addressable"]["recalls_per_class"] == addressable_budget(1, 10, (1, 8, 8), 8, 2).recalls
+    assert len((isolated / "out" / "log.jsonl").read_text().splitlines()) == 2
+    assert (isolated / "out" / "recalled.png").stat().st_size > 0
+    assert (isolated / "out" / "similarity.png").stat().st_size > 0
+    capsys.readouterr()
+    code = main(["evaluate-memory", str(isolated / "out" / "memory.pt"), "--dataset", "digits", "--backbone", "mlp",
+                 "--eval-networks", "1", "--eval-epochs", "3", "--no-progress"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["kind"] == "addressable" and result["n_networks"] == 1
+
+
+def test_evaluate_memory_on_a_bad_file_exits_2(isolated, capsys):
+    (isolated / "junk.pt").write_text("junk")
+    assert main(["evaluate-memory", "junk.pt", "--dataset", "digits", "--no-progress"]) == 2
+    assert "not a readable memory file" in capsys.readouterr().err
