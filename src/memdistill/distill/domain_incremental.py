@@ -243,16 +243,23 @@ class DomainIncrementalDistiller:
         seed = self.cfg.seed * 1_000_003 + self._draws
         return MatchingStep(self.make_network, seed, self.cfg.distance, self.cfg.augment, device=self.device)
 
+    def meta_objective(self, step: MatchingStep, target, x: torch.Tensor, labels: torch.Tensor,
+                       g_s: torch.Tensor, g_p: torch.Tensor) -> torch.Tensor:
+        """L_meta^penalty at the current rates (differentiable in α, β):
+        x̂_meta = x̂ − η_x(ᾱ g_S + β̄ g_P);  L_stable(x̂_meta) + L_plastic(x̂_meta) + λ_α mean ᾱ + λ_β mean β̄."""
+        assert self.rates is not None and self.previous is not None
+        a, b = self.rates.rates()
+        x_meta = x.detach() - self.cfg.img_lr * (_per_sample(a, x) * g_s + _per_sample(b, x) * g_p)
+        meta = step.set_loss(self.previous, x_meta, labels) + step.class_loss(target, x_meta, labels)
+        return meta + self.rates.penalty(self.cfg.lambda_alpha, self.cfg.lambda_beta)
+
     def meta_step(self, step: MatchingStep, target, x: torch.Tensor, labels: torch.Tensor,
                   g_s: torch.Tensor, g_p: torch.Tensor) -> float:
         """The bi-level step (Key design 3): trial update with the current rates → meta-loss
         L_stable + L_plastic on the meta-sample + penalties → one step on α, β.
         Returns L_meta^penalty before the step."""
-        assert self.rates is not None and self.rate_optimizer is not None and self.previous is not None
-        a, b = self.rates.rates()
-        x_meta = x.detach() - self.cfg.img_lr * (_per_sample(a, x) * g_s + _per_sample(b, x) * g_p)
-        meta = step.set_loss(self.previous, x_meta, labels) + step.class_loss(target, x_meta, labels)
-        total = meta + self.rates.penalty(self.cfg.lambda_alpha, self.cfg.lambda_beta)
+        assert self.rate_optimizer is not None
+        total = self.meta_objective(step, target, x, labels, g_s, g_p)
         self.rate_optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.rate_optimizer.step()
