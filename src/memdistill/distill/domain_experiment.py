@@ -48,7 +48,7 @@ class DomainDistillConfig:
     ipc: int = 1
     iterations: int = 200
     real_batch: int = 64
-    img_lr: float = 1.0
+    img_lr: float | None = None          # None: 100 for mmd, 1 for mean (DM)
     img_momentum: float = 0.5
     distance: str = "mmd"
     augment: str = "flip-rotate"
@@ -141,8 +141,10 @@ def validate(cfg: DomainDistillConfig) -> None:
         at_least(name, 0)
     for name in ("n_tasks", "samples_per_task", "test_samples_per_task"):
         at_least(name, 1, optional=True)
-    for name in ("img_lr", "meta_lr", "eval_lr"):
+    for name in ("meta_lr", "eval_lr"):
         number(name)
+    if cfg.img_lr is not None:
+        number("img_lr")
     for name in ("lambda_alpha", "lambda_beta", "reg_weight"):
         number(name, positive=False)
     if not 0 <= cfg.img_momentum < 1:
@@ -288,7 +290,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--samples-per-task", type=int, help="with --scenario: real training images per domain")
     parser.add_argument("--test-samples-per-task", type=int, help="with --scenario: test images per domain (default 500)")
     parser.add_argument("--iterations", type=int, help="with --scenario: DM iterations per domain (default 200)")
-    parser.add_argument("--img-lr", type=float, help="with --scenario: synthetic-image SGD lr η_x (default 1.0)")
+    parser.add_argument("--img-lr", type=float, help="with --scenario: synthetic-image SGD lr η_x (default 100 for mmd, 1 for mean)")
     parser.add_argument("--img-momentum", type=float, help="with --scenario: synthetic-image momentum (default 0.5)")
     parser.add_argument("--distance", help=f"with --scenario: one of {', '.join(DISTANCES)} (default mmd)")
     for which, sym in (("alpha", "ᾱ"), ("beta", "β̄")):

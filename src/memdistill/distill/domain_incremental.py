@@ -58,6 +58,10 @@ STRATEGIES = ("finetune", "distill-gather", "stable", "asymmetric-linear", "asym
               "ewc", "mas", "lwf", "joint")
 WITH_STABILITY = ("stable", "asymmetric-linear", "asymmetric")
 META_OPTIMIZERS = ("sgd", "adam")
+# η_x by distance: DM's SGD lr 1.0 for the mean-embedding distance; the Gaussian MMD (bounded
+# by 2 per class) has ~100x smaller pixel gradients on MNIST (probe: 8 iterations at lr 1
+# changed the set by 0.8 %, at lr 100 by 65 %, as DM's distance does at lr 1).
+DEFAULT_IMG_LR = {"mmd": 100.0, "mean": 1.0}
 
 
 @dataclass
@@ -67,7 +71,7 @@ class DIDDConfig:
     ipc: int = 1
     iterations: int = 200                 # distillation iterations per domain
     real_batch: int = 64                  # real images per class per iteration
-    img_lr: float = 1.0                   # η_x (DM: SGD lr 1.0, momentum 0.5)
+    img_lr: float | None = None           # η_x; None: DEFAULT_IMG_LR[distance]
     img_momentum: float = 0.5
     distance: str = "mmd"                 # mmd (the paper) | mean (DM)
     augment: str = "flip-rotate"          # none | flip-rotate, same draw for real and synthetic
@@ -79,6 +83,11 @@ class DIDDConfig:
     lambda_beta: float = 0.01             # λ_β
     reg_weight: float = 1.0               # λ of ewc / mas / lwf
     seed: int = 0
+
+    @property
+    def step_size(self) -> float:
+        """η_x: ``img_lr`` or the distance's default."""
+        return float(self.img_lr) if self.img_lr is not None else DEFAULT_IMG_LR[self.distance]
 
 
 class UpdateRates(nn.Module):
@@ -249,7 +258,7 @@ class DomainIncrementalDistiller:
         x̂_meta = x̂ − η_x(ᾱ g_S + β̄ g_P);  L_stable(x̂_meta) + L_plastic(x̂_meta) + λ_α mean ᾱ + λ_β mean β̄."""
         assert self.rates is not None and self.previous is not None
         a, b = self.rates.rates()
-        x_meta = x.detach() - self.cfg.img_lr * (_per_sample(a, x) * g_s + _per_sample(b, x) * g_p)
+        x_meta = x.detach() - self.cfg.step_size * (_per_sample(a, x) * g_s + _per_sample(b, x) * g_p)
         meta = step.set_loss(self.previous, x_meta, labels) + step.class_loss(target, x_meta, labels)
         return meta + self.rates.penalty(self.cfg.lambda_alpha, self.cfg.lambda_beta)
 
@@ -312,7 +321,7 @@ class DomainIncrementalDistiller:
             self.rate_optimizer = opt(self.rates.parameters(), lr=cfg.meta_lr)
         use_stability = cfg.strategy in WITH_STABILITY and not first
         fixed = linear_rates(labels.cpu(), cfg.alpha_range, cfg.beta_range) if cfg.strategy == "asymmetric-linear" else None
-        opt = torch.optim.SGD([syn.images], lr=cfg.img_lr, momentum=cfg.img_momentum)
+        opt = torch.optim.SGD([syn.images], lr=cfg.step_size, momentum=cfg.img_momentum)
         log = DomainLog(self.domains_seen, 0.0, iterations)
         plastic_sum, stable_sum = 0.0, 0.0
         sq_grad_sum = torch.zeros_like(syn.images)
