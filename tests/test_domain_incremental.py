@@ -186,6 +186,7 @@ def test_end_to_end_rot_mnist_like_run(tmp_path):
     assert s["cosine_gs_gp_per_domain"][1] is not None
     rates = json.loads((tmp_path / "a" / "rates.json").read_text())
     assert len(rates["alpha"]) == len(rates["beta"]) == 3
+    assert (tmp_path / "a" / "stability_plasticity.png").exists() and (tmp_path / "a" / "cosine_gs_gp.png").exists()
     assert (tmp_path / "a" / "memory.pt").exists() and len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 3
     j = run_domain_distillation(_cfg("joint"), tmp_path / "j", progress=False, scenario=sc)
     assert j["F_T"] is None and j["accuracy_matrix"][0][0] is None and len(j["distill_s_per_domain"]) == 1
@@ -204,3 +205,19 @@ def test_cli_bad_options_exit_2_with_one_line(argv, flag, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_runs_several_strategies_into_one_folder_each(tmp_path, monkeypatch, capsys):
+    import memdistill.data.scenarios as scenarios
+    sc = _tiny_domains(n_tasks=2)
+    monkeypatch.setattr(scenarios, "build_scenario", lambda *a, **k: sc)
+    out = tmp_path / "cli"
+    code = main(["distill", "--scenario", "rot-mnist", "--strategy", "finetune,asymmetric-linear", "--ipc", "2",
+                 "--iterations", "2", "--real-batch", "4", "--eval-epochs", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    for s in ("finetune", "asymmetric-linear"):
+        summary = json.loads((out / s / "summary.json").read_text())
+        assert summary["strategy"] == s and summary["ipc"] == 2 and summary["domains"] == 2
+    table = (out / "table.md").read_text()
+    assert "| finetune |" in table and "| asymmetric-linear |" in table
+    assert "| asymmetric-linear |" in capsys.readouterr().out

@@ -9,6 +9,8 @@ tested on every domain seen, filling the accuracy matrix R[t][j].  The folder ge
     log.jsonl      one line per domain: losses, mean cos(g_S, g_P) per iteration, mean rates
     memory.pt      the final synthetic set (memdistill.distill.memories format)
     rates.json     asymmetric(-linear): ᾱ_i, β̄_i per sample and its label (Fig. 6 data)
+    stability_plasticity.png   the most plasticity- and stability-leaning samples (Fig. 6)
+    cosine_gs_gp.png           mean cos(g_S, g_P) per iteration (Fig. 3), when L_stable is used
 
 A_T = mean_j R[T][j] (metrics.final_accuracy), F_T = metrics.forgetting.  ``joint``
 distils the union of all domains once and is evaluated once (F_T is null).
@@ -247,6 +249,11 @@ def run_domain_distillation(cfg: DomainDistillConfig, out: str | Path, progress:
             "alpha": [round(float(v), 5) for v in rates[0]], "beta": [round(float(v), 5) for v in rates[1]],
             "labels": distiller.sets[0].labels.tolist()}))
     atomic_write(out / "log.jsonl", "".join(json.dumps(l) + "\n" for l in logs))
+    from memdistill.distill.domain_pictures import cosine_over_time, stability_plasticity_samples
+    if rates is not None:
+        stability_plasticity_samples(distiller.sets[0], rates[0], rates[1], out / "stability_plasticity.png")
+    if any(l["cosine_gs_gp"] for l in logs):
+        cosine_over_time([l["cosine_gs_gp"] for l in logs[1:]], out / "cosine_gs_gp.png")
     summary = {
         "scenario": cfg.scenario, "strategy": cfg.strategy, "ipc": cfg.ipc, "domains": T,
         "A_T": round(a_t, 4), "F_T": None if f_t is None else round(f_t, 4),
