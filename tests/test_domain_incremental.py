@@ -61,7 +61,7 @@ def test_sigmoid_maps_rates_into_their_ranges():
     with torch.no_grad():
         rates.alpha.copy_(torch.tensor([-50.0, -1.0, 0.0, 50.0]))
         rates.beta.copy_(torch.tensor([2.0, 0.0, -2.0, 0.0]))
-    a, b = rates.rates()
+        a, b = rates.rates()
     sig = torch.sigmoid(torch.tensor([-50.0, -1.0, 0.0, 50.0]))
     torch.testing.assert_close(a, 0.5 + 2.5 * sig)
     assert float(a[2]) == pytest.approx(1.75)                     # σ(0) = 1/2: the middle
