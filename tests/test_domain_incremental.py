@@ -122,7 +122,7 @@ def test_one_meta_step_moves_rates_downhill_on_the_meta_loss():
     alpha0, beta0 = d.rates.alpha.detach().clone(), d.rates.beta.detach().clone()
     d.meta_step(step, target, x, labels, g_s, g_p)
     after = d.meta_objective(step, target, x, labels, g_s, g_p)
-    assert float(after) < float(before)
+    assert float(after.detach()) < float(before.detach())
     torch.testing.assert_close(d.rates.alpha.detach() - alpha0, -1e-3 * grad_a)
     torch.testing.assert_close(d.rates.beta.detach() - beta0, -1e-3 * grad_b)
     assert float((grad_a - grad_a.mean()).abs().max()) > 0       # per-sample, not one shared rate
