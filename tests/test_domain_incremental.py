@@ -146,6 +146,9 @@ def test_second_domain_differs_from_finetune(strategy):
         for r in reals:
             log = d.learn_domain(r)
         results[s] = (d.memory.images.detach(), log)
+        assert torch.isfinite(d.memory.images).all()
+    if strategy in ("ewc", "mas"):                    # Ω scaled to max 1: a step pulls back ≤ λ of the drift
+        assert float(d.importance.max()) == pytest.approx(1.0) and float(d.importance.min()) >= 0
     assert not torch.allclose(results["finetune"][0], results[strategy][0])
     if strategy in ("stable", "asymmetric"):
         assert len(results[strategy][1].cosine_gs_gp) == 2

@@ -29,11 +29,11 @@ Strategies (``STRATEGIES``):
 ``asymmetric-linear``  fixed rates by sample index within its class: ᾱ rises linearly
                        from α_min to α_max, β̄ falls from β_max to β_min;
 ``asymmetric``         the paper's method (learned ᾱ, β̄ by the bi-level step above);
-``ewc`` / ``mas``      finetune + λ/2 Σ_i Ω_i (x̂_i − x̂^{t−1}_i)², the continual-learning
-                       regularisers moved from network weights to synthetic pixels; Ω
-                       (normalised to mean 1) is the running mean of g_P² (EWC, a Fisher
-                       proxy) or of |∂‖F(x̂)‖²/∂x̂| over fresh random nets (MAS), summed
-                       over past domains;
+``ewc`` / ``mas``      finetune + (λ/η_x)/2 Σ_i Ω_i (x̂_i − x̂^{t−1}_i)², the continual-learning
+                       regularisers moved from network weights to synthetic pixels; Ω is
+                       the running mean of g_P² (EWC, a Fisher proxy) or of |∂‖F(x̂)‖²/∂x̂|
+                       over fresh random nets (MAS), summed over past domains, scaled to
+                       max 1 (so λ = 0.5 pulls a pixel back by ≤ half its drift per step);
 ``lwf``                finetune + λ · mean_i ‖F(x̂_i) − F(x̂^{t−1}_i)‖²/dim: sample-wise
                        output distillation to the previous set under the same random net;
 ``joint``              one set distilled on the union of all domains (reference; evaluated
@@ -81,7 +81,7 @@ class DIDDConfig:
     meta_optimizer: str = "adam"          # adam (normalised steps) | sgd (the paper's plain step)
     lambda_alpha: float = 0.01            # λ_α
     lambda_beta: float = 0.01             # λ_β
-    reg_weight: float = 1.0               # λ of ewc / mas / lwf
+    reg_weight: float = 0.5               # λ of ewc / mas / lwf
     seed: int = 0
 
     @property
@@ -279,8 +279,10 @@ class DomainIncrementalDistiller:
         if self.previous is None or s not in ("ewc", "mas", "lwf"):
             return None
         if s in ("ewc", "mas"):
-            # ∂/∂x̂ of λ/2 Σ Ω (x̂ − x̂^{t−1})²
-            return self.cfg.reg_weight * self.importance * (x.detach() - self.previous)
+            # ∂/∂x̂ of (λ/η_x)/2 Σ Ω (x̂ − x̂^{t−1})², Ω in [0, 1]: divided by η_x so that one
+            # step pulls a pixel back by at most λ·Ω of its drift (stable for λ < 2(1+momentum);
+            # without it η_x = 100 made the pull diverge to NaN on Rotated MNIST).
+            return (self.cfg.reg_weight / self.cfg.step_size) * self.importance * (x.detach() - self.previous)
         xr = x.detach().requires_grad_(True)
         with torch.no_grad():
             old = step.features(self.previous)
@@ -302,7 +304,7 @@ class DomainIncrementalDistiller:
                 out = step.embed(xr)
                 (g,) = torch.autograd.grad((out ** 2).sum(1).mean(), xr)
                 omega += g.abs() / draws
-        return omega / omega.mean().clamp_min(1e-12)
+        return omega / omega.max().clamp_min(1e-12)
 
     def learn_domain(self, real: RealBatches, progress: Callable[[int], None] | None = None,
                      iterations: int | None = None) -> DomainLog:
@@ -360,7 +362,9 @@ class DomainIncrementalDistiller:
         log.stable_loss = stable_sum / max(1, iterations) if use_stability else None
         if cfg.strategy in ("ewc", "mas"):
             omega = self._domain_importance(sq_grad_sum, iterations)
-            self.importance = omega if self.importance is None else self.importance + omega
+            # summed over past domains, renormalised to max 1
+            total = omega if self.importance is None else self.importance + omega
+            self.importance = total / total.max().clamp_min(1e-12)
         rates = self.current_rates()
         if rates is not None:
             log.alpha_mean, log.beta_mean = float(rates[0].mean()), float(rates[1].mean())
