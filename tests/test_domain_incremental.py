@@ -224,3 +224,10 @@ def test_cli_runs_several_strategies_into_one_folder_each(tmp_path, monkeypatch,
     table = (out / "table.md").read_text()
     assert "| finetune |" in table and "| asymmetric-linear |" in table
     assert "| asymmetric-linear |" in capsys.readouterr().out
+
+
+def test_every_preset_is_a_valid_config():
+    from memdistill.distill.domain_experiment import PRESETS, validate
+    for name, preset in PRESETS.items():
+        for strategy in preset["strategies"]:
+            validate(DomainDistillConfig(**{**preset["options"], "strategy": strategy}))
