@@ -185,6 +185,7 @@ def test_end_to_end_rot_mnist_like_run(tmp_path):
     assert s["A_T"] == pytest.approx(final_accuracy(Rf), abs=1e-3)
     assert s["F_T"] == pytest.approx(forgetting(Rf), abs=1e-3)
     assert set(s["segments"]) == {"1-2", "3-3"}
+    assert s["distill_s_total"] == pytest.approx(sum(s["distill_s_per_domain"]), abs=0.01)
     assert len(s["distill_s_per_domain"]) == 3 and s["cosine_gs_gp_per_domain"][0] is None
     assert s["cosine_gs_gp_per_domain"][1] is not None
     rates = json.loads((tmp_path / "a" / "rates.json").read_text())
