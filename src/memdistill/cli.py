@@ -148,6 +148,8 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--log-every", type=int, help="log the outer loss every N outer steps (default 10)")
     d.add_argument("--out", help="run folder (default runs/distill-<dataset>-<memory>-ipc<N>)")
     d.add_argument("--no-progress", dest="progress", action="store_false")
+    from memdistill.distill.domain_experiment import add_arguments as add_domain_arguments
+    add_domain_arguments(d)   # --scenario ...: domain-incremental distillation (issue 5)
 
     e = sub.add_parser("evaluate-memory", help="train fresh networks on a memory file, report accuracy")
     e.add_argument("file", help="a memory.pt written by `memdistill distill`")
@@ -169,6 +171,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     from memdistill.distill.experiment import DistillConfig, run_distillation, validate
 
+    if "scenario" in args or "preset" in args:
+        from memdistill.distill.domain_experiment import run_from_args
+        return run_from_args(args)
     options = {k: v for k, v in vars(args).items() if k in DistillConfig.option_names()}
     cfg = DistillConfig(**options)
     validate(cfg)

@@ -4,7 +4,9 @@
   file format, the Eq. 4 budget helper;
 * :mod:`bptt` — learning them by back-propagation through time with momentum (Alg. 1);
 * :mod:`evaluate` — train fresh networks on a memory's recall, accuracy mean ± std;
-* :mod:`augment` — flip + rotate drawn once for real and synthetic batches.
+* :mod:`augment` — flip + rotate drawn once for real and synthetic batches;
+* :mod:`matching` — distribution matching (Gaussian MMD, mean embedding);
+* :mod:`domain_incremental` / :mod:`domain_experiment` — one synthetic set across domains (DIDD).
 """
 from memdistill.distill.bptt import BPTTConfig, BPTTDistiller, MomentumUnroll
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_dataset, evaluate_memory
