@@ -1,0 +1,1 @@
+"""Ways to turn knowledge into a memory that is not the real training data."""
