@@ -128,3 +128,14 @@ def test_train_generator_lowers_eq7_and_leaves_the_model_alone():
     assert set(result) >= {"content", "diversity", "stat", "prior", "synth_loss"}
     assert not gen.training
     assert eq7() < 0.8 * start
+
+
+def test_non_finite_steps_are_skipped_not_applied():
+    net = frozen_net()
+    with torch.no_grad():
+        net.head.weight.fill_(3e38)           # logits overflow to inf
+    gen = ImageGenerator((1, 8, 8), noise_dim=16, width=8)
+    before = [p.clone() for p in gen.parameters()]
+    result = train_generator(gen, net, [0, 1], steps=3, batch_size=8, progress=False)
+    assert result["skipped_steps"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, gen.parameters()))

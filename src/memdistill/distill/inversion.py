@@ -216,8 +216,9 @@ def train_generator(generator: ImageGenerator, frozen_model: nn.Module, classes:
     ``frozen_model`` is put in eval mode (its batch norms then hold the statistics to
     match) and is not changed.  ``optimizer`` defaults to Adam, lr 1e-3 (Sec. 7); pass
     the same one again to continue training across tasks as the public code does.
-    ``progress=None`` shows a bar only on a terminal.  Returns the last losses and
-    ``synthesis_s``, the seconds it took.
+    ``progress=None`` shows a bar only on a terminal.  A step whose loss or gradient
+    is not finite is skipped (counted in ``skipped_steps``).  Returns the last losses,
+    ``synthesis_s`` (the seconds it took) and ``skipped_steps``.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0 (got {steps})")
@@ -230,6 +231,7 @@ def train_generator(generator: ImageGenerator, frozen_model: nn.Module, classes:
     generator.train()
     started = time.perf_counter()
     parts: dict[str, float] = {}
+    skipped = 0
     bar = tqdm(range(steps), desc="generator", disable=None if progress is None else not progress,
                leave=False, dynamic_ncols=True, file=sys.stderr)
     try:
@@ -238,7 +240,11 @@ def train_generator(generator: ImageGenerator, frozen_model: nn.Module, classes:
                 loss, parts = synthesis_loss(generator, frozen_model, classes, batch_size, weights, noise, stats)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                grads = [p.grad for p in generator.parameters() if p.grad is not None]
+                if torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads):
+                    optimizer.step()
+                else:       # an overflowing step would leave NaN in Adam's moments for good
+                    skipped += 1
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{parts['synth_loss']:.3f}", refresh=False)
     finally:
@@ -247,7 +253,7 @@ def train_generator(generator: ImageGenerator, frozen_model: nn.Module, classes:
             p.requires_grad_(r)
         frozen_model.train(was_training)
     generator.eval()
-    return {**parts, "synthesis_s": time.perf_counter() - started, "steps": steps}
+    return {**parts, "synthesis_s": time.perf_counter() - started, "steps": steps, "skipped_steps": skipped}
 
 
 __all__ = ["ImageGenerator", "SynthesisWeights", "BatchNormStatistics", "batchnorm_kl", "content_loss",
