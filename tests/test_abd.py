@@ -194,6 +194,7 @@ def test_abd_resumes_with_the_same_results(digits, tmp_path):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     # one generator per task boundary (none after the last task); its bytes are the memory
     assert len(whole["synthesis_s_per_task"]) == 4 and all(s > 0 for s in whole["synthesis_s_per_task"])
+    assert whole["synthesis_skipped_steps"] == 0
     assert whole["class_il"]["acc"] > 0 and all(math.isfinite(v) for v in whole["class_il"].values())
     assert whole["memory_bytes"] == sum(t.numel() * t.element_size() for t in b["image_generator"].values())
 

@@ -71,6 +71,7 @@ class DistillationLearner(Learner):
         self.old_classes: list[int] = []
         self.new_classes: list[int] = []
         self.synthesis_seconds: list[float] = []
+        self.synthesis_skipped_steps: list[int] = []
         self.image_generator: ImageGenerator | None = None
         if self.synthesises:
             check_options(self.name, self.opts, positive=("generator_lr", "alpha_temp"),
@@ -95,22 +96,24 @@ class DistillationLearner(Learner):
     def end_task(self, task) -> None:
         self.previous = self.frozen_copy()
         if self.synthesises and task.index < self.ctx.num_tasks - 1:
-            self.synthesis_seconds.append(self.train_image_generator())
+            result = self.train_image_generator()
+            self.synthesis_seconds.append(result["synthesis_s"])
+            self.synthesis_skipped_steps.append(result["skipped_steps"])
 
     def frozen_copy(self) -> torch.nn.Module:
         previous = copy.deepcopy(self.model)
         previous.requires_grad_(False)
         return previous.eval()
 
-    def train_image_generator(self) -> float:
-        """Eq. 7 against theta_{n-1} over the classes seen so far; returns the seconds taken."""
+    def train_image_generator(self) -> dict[str, float]:
+        """Eq. 7 against theta_{n-1} over the classes seen so far (see ``train_generator``)."""
         o = self.opts
         weights = SynthesisWeights(o["alpha_con"], o["alpha_div"], o["alpha_stat"], o["alpha_prior"],
                                    o["alpha_temp"])
         result = train_generator(self.image_generator, self.previous, list(self.seen_classes),
                                  o["generator_steps"], self.synthetic_batch_size, self.generator_optimizer,
                                  weights, noise=self.generator)
-        return result["synthesis_s"]
+        return result
 
     @property
     def synthetic_batch_size(self) -> int:
@@ -162,13 +165,15 @@ class DistillationLearner(Learner):
             return {}
         return {"synthesis_s_per_task": [round(s, 3) for s in self.synthesis_seconds],
                 "synthesis_s": round(sum(self.synthesis_seconds), 3),
+                "synthesis_skipped_steps": sum(self.synthesis_skipped_steps),
                 "generator_steps": self.opts["generator_steps"]}
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         state.update(previous=None if self.previous is None else self.previous.state_dict(),
                      old_classes=list(self.old_classes), new_classes=list(self.new_classes),
-                     synthesis_seconds=list(self.synthesis_seconds))
+                     synthesis_seconds=list(self.synthesis_seconds),
+                     synthesis_skipped_steps=list(self.synthesis_skipped_steps))
         if self.image_generator is not None:
             state.update(image_generator=self.image_generator.state_dict(),
                          generator_optimizer=self.generator_optimizer.state_dict())
@@ -183,6 +188,7 @@ class DistillationLearner(Learner):
         self.old_classes = list(state["old_classes"])
         self.new_classes = list(state["new_classes"])
         self.synthesis_seconds = [float(s) for s in state["synthesis_seconds"]]
+        self.synthesis_skipped_steps = [int(s) for s in state["synthesis_skipped_steps"]]
         if self.image_generator is not None:
             self.image_generator.load_state_dict(state["image_generator"])
             self.generator_optimizer.load_state_dict(state["generator_optimizer"])

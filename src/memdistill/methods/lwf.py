@@ -1,8 +1,9 @@
 """Learning without Forgetting (Li & Hoiem, 2016), class-incremental, and LwF.MC (iCaRL's loss).
 
 * ``lwf``: CE over all seen classes on the new task's data, plus the softened KL
-  (temperature 2, weight 1) between theta_{n-1}'s old-class predictions and
-  theta_n's on the same data (ABD Table 1's LwF).
+  (temperature 2, weight 1) between theta_{n-1}'s and theta_n's distributions over
+  the old classes (each a softmax over the old-class logits) on the same data
+  (ABD Table 1's LwF).
 * ``lwf-mc``: the multi-class variant of Rebuffi et al. (iCaRL without exemplars):
   a sigmoid binary cross-entropy over all seen classes whose targets are the
   one-hot labels for the new classes and theta_{n-1}'s sigmoid outputs for the old
@@ -32,8 +33,8 @@ class LwF(DistillationLearner):
             self.step(ce)
             return {"loss": ce.item()}
         previous_logits, _ = self.previous_forward(x)
-        seen = logits[:, self.class_index(self.old_classes + self.new_classes)]
-        kd = softened_kl(seen, previous_logits, self.opts["temperature"])
+        # softmax over the old classes only (unlike DeepInversion's zero padding, Eq. 9)
+        kd = softened_kl(logits[:, self.class_index(self.old_classes)], previous_logits, self.opts["temperature"])
         loss = ce + self.opts["kd_weight"] * kd
         self.step(loss)
         return {"loss": loss.item(), "ce": ce.item(), "kd": kd.item()}
