@@ -1,6 +1,7 @@
 import math
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -217,3 +218,5 @@ def test_omega_and_a_n():
     a = torch.randn(200, 3, generator=torch.Generator().manual_seed(0)).numpy()
     assert metrics.mean_image_distance(a, a) == 0.0
     assert metrics.mean_image_distance(a, a + [2.0, 0, 0]) == pytest.approx(2.0 / a[:, 0].std(), rel=1e-6)
+    dead = np.concatenate([a, np.zeros((200, 1))], 1)          # a constant reference feature is left out
+    assert metrics.mean_image_distance(dead, dead + [0, 0, 0, 5.0]) == 0.0

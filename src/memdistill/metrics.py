@@ -90,7 +90,11 @@ def omega(R, offline, task_sizes=None) -> float:
 
 
 def mean_image_distance(reference, other) -> float:
-    """MID (Eq. 10): || (mu_a - mu_b) / sigma_a ||_2 between feature samples (n, d) a and b."""
+    """MID (Eq. 10): || (mu_a - mu_b) / sigma_a ||_2 between feature samples (n, d) a and b.
+
+    Feature dimensions that are constant over the reference sample (sigma_a = 0, e.g.
+    dead ReLU units) are left out: they would divide by zero."""
     a, b = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
-    sigma = a.std(0) + 1e-8
-    return float(np.linalg.norm((a.mean(0) - b.mean(0)) / sigma))
+    sigma = a.std(0)
+    keep = sigma > 1e-6
+    return float(np.linalg.norm((a.mean(0)[keep] - b.mean(0)[keep]) / sigma[keep]))
