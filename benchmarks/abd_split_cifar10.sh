@@ -25,7 +25,8 @@ for seed in $seeds; do
     run lwf "$seed" --method lwf
     run lwf-mc "$seed" --method lwf-mc
     run base "$seed" --method finetune
-    run upper-bound "$seed" --method joint
+    # the offline upper bound, trained to convergence: 15 epochs over all five tasks' data
+    run upper-bound "$seed" --method joint --epochs "${UPPER_EPOCHS:-15}"
 done
 if [ "${ABLATIONS:-0}" = 1 ]; then
     for seed in $seeds; do
