@@ -188,7 +188,7 @@ class DistillationLearner(Learner):
         self.old_classes = list(state["old_classes"])
         self.new_classes = list(state["new_classes"])
         self.synthesis_seconds = [float(s) for s in state["synthesis_seconds"]]
-        self.synthesis_skipped_steps = [int(s) for s in state["synthesis_skipped_steps"]]
+        self.synthesis_skipped_steps = [int(s) for s in state.get("synthesis_skipped_steps", [])]
         if self.image_generator is not None:
             self.image_generator.load_state_dict(state["image_generator"])
             self.generator_optimizer.load_state_dict(state["generator_optimizer"])
