@@ -245,6 +245,7 @@ def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunSta
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "memory_bytes": int(learner.memory_nbytes),
         "params": sum(p.numel() for p in learner.model.parameters()),
+        **learner.extra_summary(),
     }
     if scenario.task_il:
         summary["task_il"] = metrics.summarise(_no_nan(_padded(state.task_il, T)))

@@ -6,7 +6,8 @@
 * :mod:`evaluate` — train fresh networks on a memory's recall, accuracy mean ± std;
 * :mod:`augment` — flip + rotate drawn once for real and synthetic batches;
 * :mod:`matching` — distribution matching (Gaussian MMD, mean embedding);
-* :mod:`domain_incremental` / :mod:`domain_experiment` — one synthetic set across domains (DIDD).
+* :mod:`domain_incremental` / :mod:`domain_experiment` — one synthetic set across domains (DIDD);
+* :mod:`inversion` — model inversion: a generator trained against a frozen model (ABD).
 """
 from memdistill.distill.bptt import BPTTConfig, BPTTDistiller, MomentumUnroll
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_dataset, evaluate_memory

@@ -1,15 +1,18 @@
 """Continual learners by name.  Each file holds one method; plug-ins sit beside them."""
 from __future__ import annotations
 
+from memdistill.methods.abd import AlwaysBeDreaming
 from memdistill.methods.base import Learner, LearnerContext
 from memdistill.methods.clser import CLSER
 from memdistill.methods.compress_recall import CompressRecall
 from memdistill.methods.ddn import PLUGINS
+from memdistill.methods.deepinversion import DeepInversion
 from memdistill.methods.derpp import DERpp
 from memdistill.methods.er import ExperienceReplay
 from memdistill.methods.er_ace import ERACE
 from memdistill.methods.finetune import Finetune
 from memdistill.methods.joint import Joint
+from memdistill.methods.lwf import LwF, LwFMultiClass
 from memdistill.methods.plugin import Plugin
 from memdistill.methods.replay import ReplayLearner
 
@@ -21,6 +24,11 @@ METHODS: dict[str, type[Learner]] = {
     "er-ace": ERACE,
     "clser": CLSER,
     "compress-recall": CompressRecall,
+    # data-free (issue 6): no real data kept between tasks
+    "lwf": LwF,
+    "lwf-mc": LwFMultiClass,
+    "deepinversion": DeepInversion,
+    "abd": AlwaysBeDreaming,
 }
 
 # Plug-ins for replay methods (``ReplayLearner`` subclasses), built as

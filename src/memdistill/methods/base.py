@@ -122,6 +122,10 @@ class Learner:
         """Bytes of memory the method keeps between tasks besides the network."""
         return 0
 
+    def extra_summary(self) -> dict:
+        """Method-specific entries for summary.json (e.g. seconds spent on synthesis)."""
+        return {}
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "current_task": self.current_task,
