@@ -20,7 +20,10 @@ How each piece maps onto this file:
   the method's ``memory_targets`` with ``alpha * y~``: every method here uses a
   cross-entropy, which is linear in its targets, so this is alpha times the CE
   against y~ in place of the method's hard-label buffer CE (ER, DER++'s beta term,
-  ER-ACE's replay term, CLS-ER's CE on the memory part);
+  ER-ACE's replay term, CLS-ER's CE on the memory part).  By default (``hard=True``,
+  the bi-level plug-ins) the hard-label CE is kept beside it, CE(y) + alpha CE(y~),
+  as in Alg. 2's inner loss: without it the learned G cost 30 points on seq-digits;
+  ``hard=False`` is Eq. 7 read literally;
 * G_w's update (Eq. 6, Alg. 2, App. A Eq. 11-12): a look-ahead SGD step
   ``theta'(w) = theta - eta * grad_theta[CE(x_in, y) + alpha CE(x_in, y~(w))]`` on a
   buffer batch, then Adam on w for the hard-label CE of ``theta'(w)`` on a batch
@@ -38,10 +41,10 @@ along g_out (``torch.func.jvp``) gives all B x C entries; w's gradient is then a
 ordinary backward through the small G_w.  (Theorem 5.2's inner product of
 gradients is the first-order form of the same quantity.)  Cost options:
 
-* ``lookahead="own"`` (default): the look-ahead of Alg. 2 from the current
+* ``lookahead="own"``: the look-ahead of Alg. 2 from the current
   parameters on the buffer batch the classifier just replayed (fresh
   augmentation): inner forward+backward, outer forward+backward, one JVP;
-* ``lookahead="step"``: the classifier's own step *is* the look-ahead (its buffer
+* ``lookahead="step"`` (default): the classifier's own step *is* the look-ahead (its buffer
   term used y~(w), so theta_{k+1} = theta_{k+1}(w)); only the outer gradient at
   theta_{k+1} and the JVP at theta_k (a copy of the parameters taken before the
   step) remain.  Differences from the exact derivative of that step: the JVP sees
@@ -49,7 +52,8 @@ gradients is the first-order form of the same quantity.)  Cost options:
   the method's own weight on the buffer CE (e.g. DER++'s beta) is left out,
   a constant factor that Adam does not see, and the log-probabilities run over the
   seen classes (as ER-ACE's buffer CE does; ER's runs over all logits);
-* ``every=k``: update G every k-th step (soft labels are produced every step);
+* ``every=k``: update G every k-th step (soft labels are produced every step;
+  default 2: with ``step``, 1.40x ER's step time, docs/benchmarks.md);
 * ``params="head"``: look-ahead and hypergradient over the linear head only
   (features computed once without gradient): far cheaper, an approximation.
 
