@@ -77,11 +77,9 @@ class AlwaysBeDreaming(DistillationLearner):
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
         x = self.preprocess(images, self.generator)
         if self.previous is None:
-            loss = self.seen_cross_entropy(self.forward(x), labels)
-            self.step(loss)
-            return {"loss": loss.item()}
+            return self.plain_step(x, labels)
         n = len(x)
-        x_all = torch.cat([x, self.synthetic_batch(self.synthetic_batch_size)])
+        x_all = self.with_synthetic(x)
         previous_logits, previous_feats = self.previous_forward(x_all)
         y_all = torch.cat([labels, self.pseudo_labels(previous_logits[n:])])
         with self.autocast():

@@ -25,11 +25,9 @@ class DeepInversion(DistillationLearner):
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
         x = self.preprocess(images, self.generator)
         if self.previous is None:
-            loss = self.seen_cross_entropy(self.forward(x), labels)
-            self.step(loss)
-            return {"loss": loss.item()}
+            return self.plain_step(x, labels)
         n = len(x)
-        x_all = torch.cat([x, self.synthetic_batch(self.synthetic_batch_size)])
+        x_all = self.with_synthetic(x)
         previous_logits, _ = self.previous_forward(x_all)
         logits = self.forward(x_all)
         ce = self.seen_cross_entropy(logits[:n], labels)                           # Eq. 8, first term

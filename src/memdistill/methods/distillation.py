@@ -127,6 +127,16 @@ class DistillationLearner(Learner):
         """CE over the classes seen so far (theta_{n,1:n})."""
         return F.cross_entropy(self.seen_mask(logits), labels)
 
+    def plain_step(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """The first task's step (no previous model yet): CE over the seen classes."""
+        loss = self.seen_cross_entropy(self.forward(x), labels)
+        self.step(loss)
+        return {"loss": loss.item()}
+
+    def with_synthetic(self, x: torch.Tensor) -> torch.Tensor:
+        """The real batch followed by a synthetic batch of the old classes."""
+        return torch.cat([x, self.synthetic_batch(self.synthetic_batch_size)])
+
     @torch.no_grad()
     def synthetic_batch(self, n: int) -> torch.Tensor:
         """``n`` synthetic images of the old classes, in the network's input space."""
