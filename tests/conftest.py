@@ -24,3 +24,12 @@ def make_source(num_classes=10, train_per_class=20, test_per_class=5, shape=(1, 
 @pytest.fixture
 def source():
     return make_source()
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Run in an empty folder with no dataset search path outside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMDISTILL_DATA", raising=False)
+    monkeypatch.setenv("MEMDISTILL_CACHE", str(tmp_path / "cache"))
+    return tmp_path

@@ -7,13 +7,6 @@ import pytest
 from memdistill.cli import main
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Run in an empty folder with no dataset search path outside it."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MEMDISTILL_DATA", raising=False)
-    monkeypatch.setenv("MEMDISTILL_CACHE", str(tmp_path / "cache"))
-    return tmp_path
 
 
 def _error(capsys):

@@ -298,12 +298,6 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
 
 # -- CLI ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MEMDISTILL_DATA", raising=False)
-    monkeypatch.setenv("MEMDISTILL_CACHE", str(tmp_path / "cache"))
-    return tmp_path
 
 
 @pytest.mark.parametrize("argv,needle", [
