@@ -383,11 +383,13 @@ def _run_in_workers(pending, out, workers, threads, log, finished, failed) -> No
 
 
 def _optional_import(module: str, option: str, extra: str):
+    """Ray and submitit are optional extras, imported only by the executors that use them."""
     import importlib
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(option, f"needs {module}: pip install 'memdistill[{extra}]'") from None
+        pretty = {"ray": "Ray", "submitit": "submitit"}[module]
+        raise ConfigError(option, f"needs {pretty}: pip install 'memdistill[{extra}]'") from None
 
 
 def worker_env() -> dict[str, str]:
