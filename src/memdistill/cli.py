@@ -1,4 +1,4 @@
-"""``memdistill`` command line: run | distill | evaluate-memory | list | report.
+"""``memdistill`` command line: run | sweep | distill | evaluate-memory | list | report.
 
 Bad input exits with status 2 and a one-line message naming the option and the
 allowed values, before any output folder is created.
@@ -6,7 +6,6 @@ allowed values, before any output folder is created.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
@@ -20,10 +19,6 @@ from memdistill.memory import BUFFERS
 from memdistill.methods import METHODS, PLUGINS
 from memdistill.nets import BACKBONES
 from memdistill.results import atomic_write
-
-# Options that take several values; a run is made for each combination.
-SWEPT = ("method", "buffer", "seed")
-
 
 class UsageError(Exception):
     pass
@@ -79,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help="a plug-in option (repeatable), e.g. every=4")
     run.add_argument("--eval-batch-size", type=int)
     run.add_argument("--log-every", type=int, help="log losses every N steps")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write scalars (losses, accuracy after each task, samples/s) to OUT/tb")
+    run.add_argument("--wandb", metavar="PROJECT", help="also log the scalars to this W&B project")
     run.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
     run.add_argument("--cache-dir", help="decoded-array cache (also $MEMDISTILL_CACHE)")
     run.add_argument("--download", action="store_true", help="download missing datasets")
@@ -88,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", dest="progress", action="store_false")
 
     _add_distill_parsers(sub)
+    _add_sweep_parser(sub)
 
     lst = sub.add_parser("list", help="list methods, scenarios, backbones, presets")
     lst.add_argument("what", nargs="?", choices=["methods", "plugins", "scenarios", "backbones", "presets"])
@@ -96,6 +95,60 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", help="run folders (searched recursively)")
     rep.add_argument("--out", help="folder for report.md and heatmap.png (default: the first folder)")
     return parser
+
+
+def _add_sweep_parser(sub) -> None:
+    s = sub.add_parser("sweep", help="run a grid of runs (GRID.yaml), locally, on Ray or on Slurm",
+                       description="Run every combination of the options given as lists in GRID.yaml; "
+                                   "finished runs are skipped, so run it again to finish an interrupted "
+                                   "sweep. See docs/sweeps.md.")
+    s.add_argument("grid", help="YAML file: run options, lists are swept (see docs/sweeps.md)")
+    s.add_argument("--out", help="sweep folder (default runs/<grid file name>)")
+    s.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: in this process)")
+    s.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="one Ray task per run; auto: a running cluster, else a local one")
+    s.add_argument("--slurm-partition", help="submit each run as a Slurm job (needs submitit)")
+    s.add_argument("--slurm-time", type=int, metavar="MIN", help="Slurm time limit per run in minutes")
+    s.add_argument("--slurm-mem-gb", type=int, help="Slurm memory per run in GB")
+    s.add_argument("--slurm-arg", type=_method_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="another submitit parameter (repeatable), e.g. slurm_constraint=volta")
+    s.add_argument("--threads-per-run", type=int,
+                   help="torch threads (and Ray/Slurm CPUs) per run (default: cores // workers; 1 on Ray/Slurm)")
+    s.add_argument("--dry-run", action="store_true", help="print the runs and their folders, run nothing")
+    s.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from memdistill import sweep
+
+    jobs = sweep.load_grid(args.grid)
+    out = Path(args.out or f"runs/{Path(args.grid).stem}")
+    if args.dry_run:
+        sweep.check_jobs(jobs)
+        for job in jobs:
+            print(f"{out / job.name}")
+        print(f"{len(jobs)} runs", file=sys.stderr)
+        return 0
+    slurm = None
+    if args.slurm_partition or args.slurm_time or args.slurm_mem_gb or args.slurm_arg:
+        slurm = dict(args.slurm_arg)
+        for key, value in (("slurm_partition", args.slurm_partition), ("timeout_min", args.slurm_time),
+                           ("mem_gb", args.slurm_mem_gb)):
+            if value is not None:
+                slurm[key] = value
+    try:
+        summaries = sweep.run_jobs(jobs, out, workers=args.workers, ray=args.ray, slurm=slurm,
+                                   threads_per_run=args.threads_per_run, progress=args.progress)
+    except sweep.RunsFailed as e:
+        for name, message in e.failures.items():
+            print(f"memdistill sweep: {name} failed: {message}", file=sys.stderr)
+        print(f"memdistill sweep: {len(e.failures)} of {len(jobs)} runs failed; "
+              f"run the same command again to finish", file=sys.stderr)
+        return 1
+    table = sweep.report_runs(jobs, summaries, out)
+    print(table)
+    print(f"wrote {out / 'report.md'} and {out / 'heatmap.png'}", file=sys.stderr)
+    return 0
 
 
 def _optional_int(text: str) -> int | None:
@@ -197,50 +250,27 @@ def cmd_evaluate_memory(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configs(args: argparse.Namespace) -> tuple[list[RunConfig], list[str]]:
-    """The RunConfig of every combination of swept options, and their folder names."""
+def _jobs(args: argparse.Namespace) -> list:
+    """One job (folder name, RunConfig) per combination of the options given several values."""
+    from memdistill.sweep import DICT_OPTIONS, expand
+
     options = {}
     if "preset" in args:
         options.update(load_preset(args.preset))
     given = {k: v for k, v in vars(args).items()
              if k not in ("command", "preset", "out", "resume", "progress")}
-    for key in ("method_args", "plugin_args"):
+    for key in DICT_OPTIONS:
         if key in given:
             given[key] = {**options.get(key, {}), **dict(given[key])}
     options.update(given)
-    swept = {k: options.pop(k) for k in SWEPT if k in options}
-    swept = {k: v if isinstance(v, list) else [v] for k, v in swept.items()}
-    names = []
-    configs = []
-    keys = list(swept)
-    for values in itertools.product(*(swept[k] for k in keys)) if keys else [()]:
-        combo = dict(zip(keys, values))
-        run_options = {**options, **combo}
-        spec = str(run_options.get("method", "er"))
-        method, plugin, plugin_args = parse_method_spec(spec)
-        if plugin is not None:   # "er+ddn": a plug-in for this run only, so one sweep mixes both
-            if run_options.get("plugin") not in (None, plugin):
-                raise ConfigError("--plugin", f"{spec} names plugin {plugin}, but --plugin is "
-                                              f"{run_options['plugin']}; give one of them")
-            run_options.update(method=method, plugin=plugin,
-                               plugin_args={**run_options.get("plugin_args", {}), **plugin_args})
-        elif len(swept.get("method", [])) > 1 and "plugin" not in options:
-            run_options.pop("plugin_args", None)   # plug-in options belong to the "+" runs
-        configs.append(RunConfig.from_dict(run_options, source="options"))
-        label = configs[-1].method
-        if configs[-1].plugin:
-            label += f"+{configs[-1].plugin}"
-            label += "".join(f"-{k}{v}" for k, v in parse_method_spec(str(combo.get("method", "")))[2].items())
-        if len(swept.get("buffer", [])) > 1:
-            label += f"-buf{combo['buffer']}"
-        names.append(f"{label}/seed{combo.get('seed', 0)}")
-    return configs, names
+    return expand(options)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from memdistill import report
 
-    configs, names = _configs(args)
+    jobs = _jobs(args)
+    configs, names = [job.config for job in jobs], [job.name for job in jobs]
     out = Path(getattr(args, "out", None) or f"runs/{configs[0].scenario}")
     progress = getattr(args, "progress", True)
     # Validate every run and load its data before writing anything.
@@ -302,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"run": cmd_run, "distill": cmd_distill, "evaluate-memory": cmd_evaluate_memory,
-               "list": cmd_list, "report": cmd_report}[args.command]
+               "list": cmd_list, "report": cmd_report, "sweep": cmd_sweep}[args.command]
     try:
         return handler(args)
     except (ConfigError, ScenarioError) as e:

@@ -54,6 +54,8 @@ class RunConfig:
     channels_last: bool = True
     eval_batch_size: int = 512
     log_every: int = 10
+    tensorboard: bool = False             # scalars to <run folder>/tb (logging_backends.py)
+    wandb: str | None = None              # a Weights & Biases project name
     method_args: dict[str, Any] = field(default_factory=dict)   # method-specific options
     plugin: str | None = None             # a replay plug-in, e.g. ddn
     plugin_args: dict[str, Any] = field(default_factory=dict)

@@ -22,13 +22,14 @@ from memdistill import metrics
 from memdistill.config import ConfigError, RunConfig, validate
 from memdistill.data.scenarios import Scenario, Task, build_scenario
 from memdistill.figures import write_run_figures
+from memdistill.logging_backends import ScalarLog, check_backends
 from memdistill.methods import METHODS, PLUGINS, Learner, LearnerContext
 from memdistill.nets import build_backbone
 from memdistill.results import RunFolder
 from memdistill.stream import batch_indices, num_batches
 
 # Options that may change between an interrupted run and its resumption.
-RESUME_FREE = {"device", "data_dir", "cache_dir", "download", "eval_batch_size"}
+RESUME_FREE = {"device", "data_dir", "cache_dir", "download", "eval_batch_size", "tensorboard", "wandb"}
 
 
 class Interrupted(Exception):
@@ -121,15 +122,35 @@ class RunState:
     steps: int = 0
 
 
+def check(cfg: RunConfig) -> RunConfig:
+    """``cfg`` resolved and validated without loading any data (a sweep checks every
+    run this way before starting one).  Option values a method or plug-in checks
+    against the data (e.g. a class count) are checked when the learner is built."""
+    cfg = cfg.resolved()
+    if cfg.method in METHODS and not METHODS[cfg.method].needs_buffer:
+        cfg.buffer = 0    # the option means nothing to a method without memory
+    validate(cfg, METHODS, PLUGINS)
+    resolve_device(cfg.device)
+    learner_options = METHODS[cfg.method].options
+    unknown = sorted(set(cfg.method_args) - set(learner_options))
+    if unknown:
+        raise ConfigError("--method-arg", f"method {cfg.method} has no option {unknown[0]!r}; "
+                                          f"allowed: {', '.join(learner_options) or 'none'}")
+    if cfg.plugin is not None:
+        try:
+            PLUGINS[cfg.plugin](**cfg.plugin_args)   # plug-ins check their options on construction
+        except (ValueError, TypeError) as e:
+            raise ConfigError("--plugin-arg", str(e)) from None
+    check_backends(cfg)
+    return cfg
+
+
 def prepare(cfg: RunConfig, scenario: Scenario | None = None, progress: bool = True):
     """Resolve and validate ``cfg``, and build its scenario (loading data).
 
     Everything that can fail on bad input happens here, before anything is written.
     """
-    cfg = cfg.resolved()
-    if cfg.method in METHODS and not METHODS[cfg.method].needs_buffer:
-        cfg.buffer = 0    # the option means nothing to a method without memory
-    validate(cfg, METHODS, PLUGINS)
+    cfg = check(cfg)
     device = resolve_device(cfg.device)
     if scenario is None:
         scenario = build_scenario(
@@ -166,10 +187,32 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
     if folder is not None:
         folder.write_config(config_dict)
 
+    scalars = ScalarLog(cfg, folder.path if folder is not None else None, start_step=state.steps)
+    try:
+        summary, final = _run_tasks(cfg, scenario, learner, stream_gen, state, device, folder, config_dict,
+                                    scalars, progress, stop_after_task)
+    finally:
+        scalars.close()
+    if folder is not None:
+        if final:
+            T = len(scenario.tasks)
+            probs, labels = (torch.cat(parts).numpy() for parts in zip(*final))
+            label = cfg.method + (f"+{cfg.plugin}" if cfg.plugin else "")
+            write_run_figures(folder.path, probs, labels, _no_nan(_padded(state.class_il, T)), title=label)
+        folder.write_summary(summary)
+    return summary
+
+
+def _run_tasks(cfg: RunConfig, scenario: Scenario, learner: Learner, stream_gen: torch.Generator,
+               state: RunState, device: torch.device, folder: RunFolder | None, config_dict: dict,
+               scalars: ScalarLog, progress: bool, stop_after_task: int | None):
+    """Train and evaluate each task not finished yet; checkpoint after each."""
     T = len(scenario.tasks)
+    final = None
     for task in scenario.tasks[state.next_task:]:
         started = time.perf_counter()
-        train_s = _train_task(learner, task, cfg, stream_gen, state, device, progress, T)
+        samples_before = state.samples
+        train_s = _train_task(learner, task, cfg, stream_gen, state, device, progress, T, scalars)
         t0 = time.perf_counter()
         final = [] if folder is not None and task.index == T - 1 else None
         class_il, task_il = evaluate(learner, scenario, task.index, cfg.eval_batch_size, device, keep=final)
@@ -179,6 +222,12 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
         state.task_il.append(task_il)
         state.next_task = task.index + 1
         state.wall_s += time.perf_counter() - started
+        scalars.log_scalars(state.steps, {
+            **{f"class_il/task_{j}": v for j, v in enumerate(class_il)},
+            "class_il/mean": float(np.mean(class_il)),
+            **({f"task_il/task_{j}": v for j, v in enumerate(task_il)} if task_il else {}),
+            **({"task_il/mean": float(np.mean(task_il))} if task_il else {}),
+            "speed/samples_per_s": (state.samples - samples_before) / max(train_s, 1e-9)})
         if progress:
             til = f", task-IL {np.mean(task_il):.1f}" if task_il else ""
             print(f"  after task {task.index + 1}/{T}: class-IL {np.mean(class_il):.1f}{til}",
@@ -193,19 +242,12 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
                                    task.index, learner.model.state_dict())
         if stop_after_task is not None and task.index == stop_after_task and state.next_task < T:
             raise Interrupted(f"stopped after task {task.index}")
-
-    summary = _summary(cfg, scenario, learner, state, device)
-    if folder is not None:
-        if final:
-            probs, labels = (torch.cat(parts).numpy() for parts in zip(*final))
-            label = cfg.method + (f"+{cfg.plugin}" if cfg.plugin else "")
-            write_run_figures(folder.path, probs, labels, _no_nan(_padded(state.class_il, T)), title=label)
-        folder.write_summary(summary)
-    return summary
+    return _summary(cfg, scenario, learner, state, device), final
 
 
 def _train_task(learner: Learner, task: Task, cfg: RunConfig, stream_gen: torch.Generator,
-                state: RunState, device: torch.device, progress: bool, T: int) -> float:
+                state: RunState, device: torch.device, progress: bool, T: int,
+                scalars: ScalarLog) -> float:
     started = time.perf_counter()
     learner.begin_task(task)
     images = task.train_images.to(device)
@@ -222,6 +264,7 @@ def _train_task(learner: Learner, task: Task, cfg: RunConfig, stream_gen: torch.
             entry = {"task": task.index, "step": step,
                      **{k: round(float(v), 6) for k, v in losses.items()}}
             state.log.append(entry)
+            scalars.log_scalars(state.steps, {f"loss/{k}": float(v) for k, v in losses.items()})
             bar.set_postfix(loss=f"{entry.get('loss', math.nan):.3f}", refresh=False)
         bar.update(1)
     bar.close()

@@ -54,23 +54,25 @@ def method_label(summary: dict) -> str:
     return label
 
 
-def group_runs(runs: list[tuple[Path, dict]]) -> dict[tuple, list[tuple[Path, dict]]]:
+def group_runs(runs: list[tuple[Path, dict]], extra_keys: tuple[str, ...] = ()) -> dict[tuple, list[tuple[Path, dict]]]:
+    """Runs grouped by GROUP_KEYS (+ ``extra_keys``, e.g. options a sweep varies), i.e. over seeds."""
     groups: dict[tuple, list] = defaultdict(list)
     for path, summary in runs:
-        key = tuple(summary.get(k) for k in GROUP_KEYS)
+        key = tuple(summary.get(k) for k in GROUP_KEYS + tuple(extra_keys))
         key = key[:2] + (method_label(summary) if summary.get("plugin") else None,) + key[3:]
         groups[key].append((path, summary))
     return dict(groups)
 
 
-def markdown_table(runs: list[tuple[Path, dict]]) -> str:
-    groups = group_runs(runs)
+def markdown_table(runs: list[tuple[Path, dict]], extra_keys: tuple[str, ...] = ()) -> str:
+    groups = group_runs(runs, extra_keys)
+    keys = GROUP_KEYS + tuple(extra_keys)
     # Only show the grouping columns that vary, plus the metrics.
-    varying = [i for i, k in enumerate(GROUP_KEYS)
+    varying = [i for i, k in enumerate(keys)
                if k != "plugin" and len({g[i] for g in groups}) > 1] or [1]
     if 1 not in varying and any(g[2] for g in groups):
         varying.insert(0, 1)      # show "method+plugin" when plug-ins differ
-    columns = [GROUP_KEYS[i] for i in varying]
+    columns = [keys[i] for i in varying]
     metrics = [("class-IL ACC", "class_il.acc"), ("class-IL FM", "class_il.fm"),
                ("task-IL ACC", "task_il.acc"), ("task-IL FM", "task_il.fm"),
                ("wall s", "wall_s"), ("samples/s", "samples_per_s")]
@@ -91,13 +93,13 @@ def markdown_table(runs: list[tuple[Path, dict]]) -> str:
     return header + "\n\n" + "\n".join(lines) + "\n"
 
 
-def heatmap(runs: list[tuple[Path, dict]], path: Path) -> None:
+def heatmap(runs: list[tuple[Path, dict]], path: Path, extra_keys: tuple[str, ...] = ()) -> None:
     """One accuracy-matrix heatmap (class-IL, mean over seeds) per group."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = group_runs(runs)
+    groups = group_runs(runs, extra_keys)
     fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.4), squeeze=False)
     for ax, (key, members) in zip(axes[0], groups.items()):
         mats = [np.array(matrix_from_csv((p / "accuracy_class_il.csv").read_text())) for p, _ in members]
@@ -113,6 +115,7 @@ def heatmap(runs: list[tuple[Path, dict]], path: Path) -> None:
                         ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                                 color="white" if R[i, j] < 60 else "black")
         label = key[2] or key[1]
+        label += "".join(f", {k} {v}" for k, v in zip(extra_keys, key[len(GROUP_KEYS):]))
         ax.set_title(f"{label} (buffer {key[4]})", fontsize=9)
         ax.set_xlabel("evaluated on task")
         ax.set_ylabel("after training task")

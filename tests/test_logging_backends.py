@@ -1,0 +1,49 @@
+"""TensorBoard scalars of a run, read back; W&B missing gives a clear error."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from memdistill.cli import main
+from memdistill.results import matrix_from_csv
+
+RUN = ["run", "--scenario", "seq-digits", "--method", "er", "--buffer", "50", "--epochs", "1",
+       "--samples-per-task", "40", "--log-every", "2", "--no-progress"]
+
+
+def test_tensorboard_scalars_hold_the_accuracy_matrix(isolated):
+    pytest.importorskip("tensorboard", reason="TensorBoard is in the test extra: pip install -e '.[test]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(RUN + ["--tensorboard", "--out", "tb-run"]) == 0
+    events = EventAccumulator("tb-run/tb")
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    R = matrix_from_csv(Path("tb-run/accuracy_class_il.csv").read_text())
+    T = len(R)
+    for j in range(T):
+        logged = [e.value for e in events.Scalars(f"class_il/task_{j}")]
+        assert logged == pytest.approx([R[i][j] for i in range(j, T)], abs=1e-3)
+    summary = json.loads(Path("tb-run/summary.json").read_text())
+    assert events.Scalars("class_il/mean")[-1].value == pytest.approx(summary["class_il"]["acc"], abs=1e-3)
+    assert len(events.Scalars("speed/samples_per_s")) == T
+    assert "loss/loss" in tags and len(events.Scalars("loss/loss")) > T
+    steps = [e.step for e in events.Scalars("class_il/task_0")]
+    assert steps == sorted(steps) and steps[-1] == summary["steps"]
+
+
+def test_logging_is_off_by_default_and_free_to_change_on_resume(isolated):
+    assert main(RUN + ["--out", "plain"]) == 0
+    assert not Path("plain/tb").exists()
+    first = Path("plain/summary.json").read_text()
+    assert main(RUN + ["--out", "plain", "--tensorboard"]) == 0   # same run: finished, not redone
+    assert Path("plain/summary.json").read_text() == first
+
+
+def test_missing_wandb_is_a_one_line_error(isolated, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    assert main(RUN + ["--wandb", "my-project", "--out", "w"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "memdistill run: error: --wandb: needs Weights & Biases: pip install 'memdistill[wandb]'"
+    assert not Path("w").exists()
