@@ -229,6 +229,16 @@ def _train_task(learner: Learner, task: Task, cfg: RunConfig, stream_gen: torch.
     return time.perf_counter() - started
 
 
+def _memory_detail(learner: Learner) -> dict[str, int]:
+    """The learner's bytes by part; they must add up to ``memory_nbytes`` (one accounting)."""
+    detail = {k: int(v) for k, v in learner.memory_detail.items()}
+    total = int(learner.memory_nbytes)
+    if sum(detail.values()) != total:
+        raise RuntimeError(f"{type(learner).__name__}.memory_detail sums to {sum(detail.values())} bytes, "
+                           f"memory_nbytes is {total}")
+    return detail
+
+
 def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunState,
              device: torch.device) -> dict:
     T = len(scenario.tasks)
@@ -244,6 +254,9 @@ def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunSta
         "samples_per_s": round(state.samples / max(state.train_s, 1e-9), 2),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "memory_bytes": int(learner.memory_nbytes),
+        "memory_bytes_detail": _memory_detail(learner),
+        **({"memory_kind": cfg.memory_kind} if cfg.memory_kind else {}),
+        **({"memory_budget_bytes": cfg.memory_budget_bytes} if cfg.memory_budget_bytes is not None else {}),
         "params": sum(p.numel() for p in learner.model.parameters()),
         **learner.extra_summary(),
     }
