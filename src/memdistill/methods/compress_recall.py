@@ -40,10 +40,40 @@ from memdistill.data.scenarios import Task
 from memdistill.distill.bptt import BPTTConfig, BPTTDistiller
 from memdistill.distill.evaluate import TrainSchedule, train_fresh_network
 from memdistill.distill.memories import (STORED_KINDS, AddressableMemory, DistilledMemory, QuantizedImages,
-                                         SyntheticImages, fit_addressable, fit_images)
+                                         SyntheticImages, fit_addressable, fit_images,
+                                         image_memory_bytes)
 from memdistill.memory import ReservoirBuffer
 from memdistill.methods.base import Learner, LearnerContext
 from memdistill.nets import Backbone
+
+
+def fit_task_memory(task_bytes: int, num_classes: int, input_shape, memory: str = "addressable",
+                    quantize: str | None = None, bases: int = 20, downsample: int = 4, what: str | None = None):
+    """What one task's memory holds within ``task_bytes``: images per class (``memory=images``)
+    or the addressable budget with at most ``bases`` bases, fewer if they do not fit (Eq. 4
+    with the byte share as size(images))."""
+    what = what or f"{task_bytes} bytes"
+    if memory == "images":
+        ipc = fit_images(task_bytes, num_classes, input_shape, quantize)
+        if ipc < 1:
+            raise ValueError(f"{what} ({task_bytes} bytes) cannot hold one {'uint8' if quantize else 'float32'} "
+                             f"image per class; use a larger --buffer")
+        return ipc
+    floats = task_bytes // 4
+    for k in range(int(bases), 0, -1):
+        try:
+            return fit_addressable(floats, num_classes, input_shape, k, int(downsample))
+        except ValueError:
+            continue
+    raise ValueError(f"{what} ({task_bytes} bytes) cannot hold even one basis; "
+                     f"use a larger --buffer or --method-arg downsample")
+
+
+def task_memory_bytes(fitted, num_classes: int, input_shape, quantize: str | None = None) -> int:
+    """Bytes of a memory sized by ``fit_task_memory`` (what its ``nbytes`` will be)."""
+    if isinstance(fitted, int):
+        return image_memory_bytes(fitted, num_classes, input_shape, quantize)
+    return fitted.nbytes
 
 
 def fresh_network(model: Backbone) -> Backbone:
@@ -93,25 +123,10 @@ class CompressRecall(Learner):
         self._fit(1)
 
     def _fit(self, num_classes: int):
-        """A task's memory within its share: ``_fit_addressable`` or images per class."""
-        if self.opts["memory"] == "addressable":
-            return self._fit_addressable(num_classes)
-        ipc = fit_images(self.task_bytes, num_classes, self.ctx.input_shape, self.quantize)
-        if ipc < 1:
-            raise ValueError(f"a 1/{self.ctx.num_tasks} share of the budget ({self.task_bytes} bytes) cannot hold "
-                             f"one {'uint8' if self.quantize else 'float32'} image per class; use a larger --buffer")
-        return ipc
-
-    def _fit_addressable(self, num_classes: int):
-        """K and r for one task's memory: at most ``bases`` bases, fewer if they do not fit."""
-        floats = self.task_bytes // 4
-        for k in range(int(self.opts["bases"]), 0, -1):
-            try:
-                return fit_addressable(floats, num_classes, self.ctx.input_shape, k, int(self.opts["downsample"]))
-            except ValueError:
-                continue
-        raise ValueError(f"a 1/{self.ctx.num_tasks} share of the budget ({self.task_bytes} bytes) "
-                         f"cannot hold even one basis; use a larger --buffer or --method-arg downsample")
+        """A task's memory within its share (``fit_task_memory``)."""
+        return fit_task_memory(self.task_bytes, num_classes, self.ctx.input_shape, self.opts["memory"],
+                               self.quantize, int(self.opts["bases"]), int(self.opts["downsample"]),
+                               f"a 1/{self.ctx.num_tasks} share of the budget")
 
     @property
     def stored_bytes(self) -> int:
