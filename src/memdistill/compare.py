@@ -169,7 +169,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
     if not values:
         return float("nan"), float("nan")
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    # one seed: no spread to report (nan, shown as the mean alone, no error bar)
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def aggregate(rows: list[Row], summaries: dict[str, dict]) -> list[dict]:
@@ -191,7 +192,9 @@ def aggregate(rows: list[Row], summaries: dict[str, dict]) -> list[dict]:
 def markdown(records: list[dict], shape: budgets.ScenarioShape, run_options: dict) -> str:
     def pm(pair, digits=2):
         mean, std = pair
-        return "–" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        if np.isnan(mean):
+            return "–"
+        return f"{mean:.{digits}f}" if np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
     lines = [f"# Memory at equal budget: {shape.name} ({shape.kind}, {shape.num_tasks} tasks, "
              f"{shape.num_classes} classes, input {'x'.join(map(str, shape.input_shape))})", "",
@@ -227,7 +230,7 @@ def plot(records: list[dict], path: Path, title: str) -> None:
             continue
         x = [float(np.mean(r["bytes_used"])) for r in mine]
         y = [r["acc"][0] for r in mine]
-        err = [r["acc"][1] for r in mine]
+        err = [0.0 if np.isnan(r["acc"][1]) else r["acc"][1] for r in mine]
         if mine[0]["budget_free"]:
             ax.errorbar(x, y, yerr=err, fmt="*", markersize=14, capsize=3, label=f"{kind} (fixed size)")
         else:
