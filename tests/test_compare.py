@@ -14,7 +14,7 @@ from memdistill.methods.didd import didd_memory_bytes
 
 from conftest import make_source
 
-TINY = ["--samples-per-task", "40", "--epochs", "1", "--no-progress"]
+TINY = ["--samples-per-task", "40", "--epochs", "1", "--no-progress", "--no-figures"]
 KIND_ARGS = ["--kind-arg", "exemplars+ddn:hidden=8",
              *[a for k in ("distilled-images", "distilled-images-uint8", "addressable")
                for a in ("--kind-arg", f"{k}:distill_steps=2", "--kind-arg", f"{k}:retrain_epochs=5",
@@ -77,7 +77,7 @@ def test_compare_on_a_tiny_rotated_scenario(isolated):
     argv = ["compare", "--scenario", "rot-mnist", "--n-tasks", "3", "--budget-ipc", "4", "--kinds", "exemplars",
             "synthetic-set", "--kind-arg", "synthetic-set:iterations=2", "--kind-arg", "synthetic-set:real_batch=4",
             "--kind-arg", "synthetic-set:retrain_epochs=5", "--data-dir", str(isolated / "mnist"),
-            "--out", str(out), "--no-progress", "--samples-per-task", "24"]
+            "--out", str(out), "--no-progress", "--no-figures", "--samples-per-task", "24"]
     assert main(argv) == 0
     summaries = _summaries(out)
     assert set(summaries) == {"exemplars/ipc4/seed0", "synthetic-set/ipc4/seed0"}
@@ -109,6 +109,10 @@ def test_didd_method_keeps_one_fixed_size_set_and_resumes(tmp_path):
     stable = engine.run(RunConfig(**{**cfg.to_dict(), "method_args": {**DIDD_ARGS, "strategy": "stable"}}),
                         None, _rot(), progress=False)
     assert stable["memory_bytes"] == didd_memory_bytes(2, 4, (1, 8, 8), "stable")
+    # more images per class than the first domain has: the set still has its planned size
+    big = engine.run(RunConfig(**{**cfg.to_dict(), "method_args": {**DIDD_ARGS, "ipc": 15}}), None, _rot(),
+                     progress=False)
+    assert big["memory_bytes"] == didd_memory_bytes(15, 4, (1, 8, 8))
 
 
 def test_didd_refuses_class_incremental_scenarios_and_joint():

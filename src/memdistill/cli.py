@@ -86,6 +86,8 @@ def add_run_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     add("--no-resume", dest="resume", action="store_false",
                      help="start over even if --out holds a checkpoint")
     add("--no-progress", dest="progress", action="store_false")
+    add("--no-figures", dest="figures", action="store_false",
+        help="skip each run's probability/confusion/per-task figures (seconds per run on a CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,6 +60,7 @@ class RunConfig:
     data_dir: str | None = None
     cache_dir: str | None = None
     download: bool = False
+    figures: bool = True                  # a finished run's probability/confusion/per-task figures
     # Set by ``memdistill compare``: which memory kind this run measures and the byte budget
     # it was planned for (recorded in summary.json; the run itself reads neither).
     memory_kind: str | None = None

@@ -28,7 +28,7 @@ from memdistill.results import RunFolder
 from memdistill.stream import batch_indices, num_batches
 
 # Options that may change between an interrupted run and its resumption.
-RESUME_FREE = {"device", "data_dir", "cache_dir", "download", "eval_batch_size"}
+RESUME_FREE = {"device", "data_dir", "cache_dir", "download", "eval_batch_size", "figures"}
 
 
 class Interrupted(Exception):
@@ -171,7 +171,7 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
         started = time.perf_counter()
         train_s = _train_task(learner, task, cfg, stream_gen, state, device, progress, T)
         t0 = time.perf_counter()
-        final = [] if folder is not None and task.index == T - 1 else None
+        final = [] if folder is not None and cfg.figures and task.index == T - 1 else None
         class_il, task_il = evaluate(learner, scenario, task.index, cfg.eval_batch_size, device, keep=final)
         state.eval_s += time.perf_counter() - t0
         state.train_s += train_s

@@ -95,9 +95,32 @@ class DomainIncrementalDistillation(Learner):
         images, labels = torch.cat(self.seen_images), torch.cat(self.seen_labels)
         self.seen_images, self.seen_labels = [], []
         real = RealBatches(images, labels, self.ctx.num_classes, self.ctx.mean, self.ctx.std, self.device)
+        if not self.distiller.sets and self.cfg.strategy != "distill-gather":
+            self.distiller.sets.append(self._initial_set(real))
         log = self.distiller.learn_domain(real)
         self.distill_seconds.append(log.seconds)
         self._retrain(task.index)
+
+    def _initial_set(self, real: RealBatches) -> SyntheticImages:
+        """``ipc`` real images per class of the first domain (as ``RealBatches.init_set``); a class
+        with fewer images repeats them with a little noise, so the set has its planned size
+        whatever the stream's size.  A class absent from the first domain starts as noise."""
+        g = self.distiller.generator
+        shape = (self.cfg.ipc, *self.ctx.input_shape)
+        xs, ys = [], []
+        for c in range(self.ctx.num_classes):
+            idx = real.by_class.get(c)
+            if idx is None:
+                x = torch.randn(shape, generator=g).to(self.device)
+            else:
+                order = idx[torch.randperm(len(idx), generator=g).to(idx.device)]
+                x = real.images[order[torch.arange(self.cfg.ipc, device=order.device) % len(order)]].clone()
+                if len(order) < self.cfg.ipc:
+                    x[len(order):] += 0.05 * torch.randn(x[len(order):].shape, generator=g).to(x.device)
+            xs.append(x)
+            ys.append(torch.full((self.cfg.ipc,), c, dtype=torch.long))
+        return SyntheticImages(torch.cat(xs), torch.cat(ys), self.ctx.num_classes, self.ctx.mean,
+                               self.ctx.std).to(self.device)
 
     def _retrain(self, task_index: int) -> None:
         with torch.no_grad():
