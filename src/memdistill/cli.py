@@ -1,4 +1,4 @@
-"""``memdistill`` command line: run | sweep | distill | evaluate-memory | list | report.
+"""``memdistill`` command line: run | sweep | compare | distill | evaluate-memory | list | report.
 
 Bad input exits with status 2 and a one-line message naming the option and the
 allowed values, before any output folder is created.
@@ -31,59 +31,88 @@ def _method_arg(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
 
 
+def add_run_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The options of one run (``memdistill run``); ``compare`` shares them but for ``skip``."""
+    def add(*flags, **kwargs):
+        if not any(f in skip for f in flags):
+            parser.add_argument(*flags, **kwargs)
+
+    add("--preset", help="preset name (see `memdistill list presets`) or YAML file")
+    add("--scenario", help=f"one of: {', '.join(SCENARIOS)} (default seq-digits)")
+    add("--method", nargs="+",
+        help=f"one or more of: {', '.join(METHODS)} (default er); METHOD+PLUGIN "
+             f"(e.g. er+ddn, er+label-smoothing:eps=0.5) adds a plug-in to that run only")
+    add("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the scenario's)")
+    add("--buffer", type=int, nargs="+", help="memory size(s) in samples (default 200)")
+    add("--buffer-policy", help=f"one of: {', '.join(BUFFERS)} (default reservoir)")
+    add("--seed", type=int, nargs="+", help="one or more seeds (default 0)")
+    add("--setting", help=f"one of: {', '.join(SETTINGS)}")
+    add("--online", dest="setting", action="store_const", const="online",
+        help="each stream sample seen once (same as --setting online)")
+    add("--offline", dest="setting", action="store_const", const="offline",
+        help="several epochs per task (same as --setting offline)")
+    add("--epochs", type=int, help="epochs per task (offline)")
+    add("--batch-size", type=int, help="stream batch size")
+    add("--replay-batch-size", type=int, help="samples replayed per step (default: batch size)")
+    add("--lr", type=float, help="learning rate (SGD)")
+    add("--momentum", type=float)
+    add("--weight-decay", type=float)
+    add("--n-tasks", type=int, help="number of tasks (scenario default otherwise)")
+    add("--samples-per-task", type=int, help="training samples per task (sub-sampled)")
+    add("--test-samples-per-task", type=int)
+    add("--class-order-seed", type=int, help="shuffle the class order with this seed")
+    add("--augment", dest="augment", action="store_true", help="crop + flip on")
+    add("--no-augment", dest="augment", action="store_false", help="augmentation off")
+    add("--device", help="auto, cpu, cuda, cuda:N (default auto)")
+    add("--precision", help=f"one of: {', '.join(PRECISIONS)} (default fp32)")
+    add("--no-channels-last", dest="channels_last", action="store_false",
+        help="keep NCHW memory layout for convolutions")
+    add("--method-arg", dest="method_args", type=_method_arg, action="append",
+        metavar="KEY=VALUE", help="a method-specific option (repeatable)")
+    add("--plugin", help=f"plug-in for a replay method: {', '.join(PLUGINS)}")
+    add("--plugin-arg", dest="plugin_args", type=_method_arg, action="append",
+        metavar="KEY=VALUE", help="a plug-in option (repeatable), e.g. every=4")
+    add("--eval-batch-size", type=int)
+    add("--log-every", type=int, help="log losses every N steps")
+    add("--tensorboard", action="store_true",
+        help="also write scalars (losses, accuracy after each task, samples/s) to OUT/tb")
+    add("--wandb", metavar="PROJECT", help="also log the scalars to this W&B project")
+    add("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
+    add("--cache-dir", help="decoded-array cache (also $MEMDISTILL_CACHE)")
+    add("--download", action="store_true", help="download missing datasets")
+    add("--out", help="run folder (default runs/<scenario>)")
+    add("--no-resume", dest="resume", action="store_false",
+        help="start over even if --out holds a checkpoint")
+    add("--no-progress", dest="progress", action="store_false")
+    add("--no-figures", dest="figures", action="store_false",
+        help="skip each run's probability/confusion/per-task figures (seconds per run on a CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memdistill", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run continual-learning experiments",
                          argument_default=argparse.SUPPRESS)
-    run.add_argument("--preset", help="preset name (see `memdistill list presets`) or YAML file")
-    run.add_argument("--scenario", help=f"one of: {', '.join(SCENARIOS)} (default seq-digits)")
-    run.add_argument("--method", nargs="+",
-                     help=f"one or more of: {', '.join(METHODS)} (default er); METHOD+PLUGIN "
-                          f"(e.g. er+ddn, er+label-smoothing:eps=0.5) adds a plug-in to that run only")
-    run.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the scenario's)")
-    run.add_argument("--buffer", type=int, nargs="+", help="memory size(s) in samples (default 200)")
-    run.add_argument("--buffer-policy", help=f"one of: {', '.join(BUFFERS)} (default reservoir)")
-    run.add_argument("--seed", type=int, nargs="+", help="one or more seeds (default 0)")
-    run.add_argument("--setting", help=f"one of: {', '.join(SETTINGS)}")
-    run.add_argument("--online", dest="setting", action="store_const", const="online",
-                     help="each stream sample seen once (same as --setting online)")
-    run.add_argument("--offline", dest="setting", action="store_const", const="offline",
-                     help="several epochs per task (same as --setting offline)")
-    run.add_argument("--epochs", type=int, help="epochs per task (offline)")
-    run.add_argument("--batch-size", type=int, help="stream batch size")
-    run.add_argument("--replay-batch-size", type=int, help="samples replayed per step (default: batch size)")
-    run.add_argument("--lr", type=float, help="learning rate (SGD)")
-    run.add_argument("--momentum", type=float)
-    run.add_argument("--weight-decay", type=float)
-    run.add_argument("--n-tasks", type=int, help="number of tasks (scenario default otherwise)")
-    run.add_argument("--samples-per-task", type=int, help="training samples per task (sub-sampled)")
-    run.add_argument("--test-samples-per-task", type=int)
-    run.add_argument("--class-order-seed", type=int, help="shuffle the class order with this seed")
-    run.add_argument("--augment", dest="augment", action="store_true", help="crop + flip on")
-    run.add_argument("--no-augment", dest="augment", action="store_false", help="augmentation off")
-    run.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
-    run.add_argument("--precision", help=f"one of: {', '.join(PRECISIONS)} (default fp32)")
-    run.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                     help="keep NCHW memory layout for convolutions")
-    run.add_argument("--method-arg", dest="method_args", type=_method_arg, action="append",
-                     metavar="KEY=VALUE", help="a method-specific option (repeatable)")
-    run.add_argument("--plugin", help=f"plug-in for a replay method: {', '.join(PLUGINS)}")
-    run.add_argument("--plugin-arg", dest="plugin_args", type=_method_arg, action="append",
-                     metavar="KEY=VALUE", help="a plug-in option (repeatable), e.g. every=4")
-    run.add_argument("--eval-batch-size", type=int)
-    run.add_argument("--log-every", type=int, help="log losses every N steps")
-    run.add_argument("--tensorboard", action="store_true",
-                     help="also write scalars (losses, accuracy after each task, samples/s) to OUT/tb")
-    run.add_argument("--wandb", metavar="PROJECT", help="also log the scalars to this W&B project")
-    run.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
-    run.add_argument("--cache-dir", help="decoded-array cache (also $MEMDISTILL_CACHE)")
-    run.add_argument("--download", action="store_true", help="download missing datasets")
-    run.add_argument("--out", help="run folder (default runs/<scenario>)")
-    run.add_argument("--no-resume", dest="resume", action="store_false",
-                     help="start over even if --out holds a checkpoint")
-    run.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_options(run)
+
+    cmp = sub.add_parser("compare", help="every memory kind at equal byte budgets: one table, one plot",
+                         argument_default=argparse.SUPPRESS)
+    cmp.add_argument("--budget", nargs="+", help="budgets in bytes: 51200, 50KB, 50KiB, 1.5MB (KB = 1000 B)")
+    cmp.add_argument("--budget-ipc", dest="budget_ipc", type=int, nargs="+",
+        help="budgets as real images per class (IPC x classes x exemplar bytes)")
+    from memdistill.budget import KINDS
+    cmp.add_argument("--kinds", nargs="+", help=f"memory kinds (default: all that apply): {', '.join(KINDS)}")
+    cmp.add_argument("--kind-arg", dest="kind_args", type=_kind_arg, action="append", metavar="KIND:KEY=VALUE",
+        help="an option of one kind's method (plug-in for exemplars+ddn), e.g. "
+                          "addressable:distill_steps=20 (repeatable)")
+    cmp.add_argument("--seed", type=int, nargs="+", help="seeds (default 0)")
+    cmp.add_argument("--out", help="output folder (default runs/compare-<scenario>)")
+    add_executor_options(cmp)
+    cmp.add_argument("--dry-run", dest="dry_run", action="store_true",
+        help="print the planned runs and their bytes, run nothing")
+    add_run_options(cmp, skip=("--method", "--buffer", "--seed", "--method-arg", "--plugin", "--plugin-arg",
+                               "--out", "--no-resume"))
 
     _add_distill_parsers(sub)
     _add_sweep_parser(sub)
@@ -97,6 +126,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where the runs of a sweep or a compare execute (``sweep.run_jobs``)."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local worker processes (default 1: in this process)")
+    parser.add_argument("--ray", metavar="auto|ADDRESS",
+                        help="one Ray task per run; auto: a running cluster, else a local one")
+    parser.add_argument("--slurm-partition", help="submit each run as a Slurm job (needs submitit)")
+    parser.add_argument("--slurm-time", type=int, metavar="MIN", help="Slurm time limit per run in minutes")
+    parser.add_argument("--slurm-mem-gb", type=int, help="Slurm memory per run in GB")
+    parser.add_argument("--slurm-arg", type=_method_arg, action="append", default=[], metavar="KEY=VALUE",
+                        help="another submitit parameter (repeatable), e.g. slurm_constraint=volta")
+    parser.add_argument("--threads-per-run", type=int,
+                        help="torch threads (and Ray/Slurm CPUs) per run (default: cores // workers; 1 on Ray/Slurm)")
+
+
+EXECUTOR_FLAGS = ("workers", "ray", "slurm_partition", "slurm_time", "slurm_mem_gb", "slurm_arg", "threads_per_run")
+
+
+def executor_options(args: argparse.Namespace) -> dict:
+    """``sweep.run_jobs`` keyword arguments from the flags of :func:`add_executor_options`."""
+    flags = {k: getattr(args, k, None) for k in EXECUTOR_FLAGS}
+    slurm = None
+    if flags["slurm_partition"] or flags["slurm_time"] or flags["slurm_mem_gb"] or flags["slurm_arg"]:
+        slurm = dict(flags["slurm_arg"] or [])
+        for key, value in (("slurm_partition", flags["slurm_partition"]), ("timeout_min", flags["slurm_time"]),
+                           ("mem_gb", flags["slurm_mem_gb"])):
+            if value is not None:
+                slurm[key] = value
+    return {"workers": flags["workers"] or 1, "ray": flags["ray"], "slurm": slurm,
+            "threads_per_run": flags["threads_per_run"]}
+
+
+def _report_failures(command: str, error, total: int) -> int:
+    for name, message in error.failures.items():
+        print(f"memdistill {command}: {name} failed: {message}", file=sys.stderr)
+    print(f"memdistill {command}: {len(error.failures)} of {total} runs failed; "
+          f"run the same command again to finish", file=sys.stderr)
+    return 1
+
+
 def _add_sweep_parser(sub) -> None:
     s = sub.add_parser("sweep", help="run a grid of runs (GRID.yaml), locally, on Ray or on Slurm",
                        description="Run every combination of the options given as lists in GRID.yaml; "
@@ -104,16 +173,7 @@ def _add_sweep_parser(sub) -> None:
                                    "sweep. See docs/sweeps.md.")
     s.add_argument("grid", help="YAML file: run options, lists are swept (see docs/sweeps.md)")
     s.add_argument("--out", help="sweep folder (default runs/<grid file name>)")
-    s.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: in this process)")
-    s.add_argument("--ray", metavar="auto|ADDRESS",
-                   help="one Ray task per run; auto: a running cluster, else a local one")
-    s.add_argument("--slurm-partition", help="submit each run as a Slurm job (needs submitit)")
-    s.add_argument("--slurm-time", type=int, metavar="MIN", help="Slurm time limit per run in minutes")
-    s.add_argument("--slurm-mem-gb", type=int, help="Slurm memory per run in GB")
-    s.add_argument("--slurm-arg", type=_method_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="another submitit parameter (repeatable), e.g. slurm_constraint=volta")
-    s.add_argument("--threads-per-run", type=int,
-                   help="torch threads (and Ray/Slurm CPUs) per run (default: cores // workers; 1 on Ray/Slurm)")
+    add_executor_options(s)
     s.add_argument("--dry-run", action="store_true", help="print the runs and their folders, run nothing")
     s.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -129,22 +189,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{out / job.name}")
         print(f"{len(jobs)} runs", file=sys.stderr)
         return 0
-    slurm = None
-    if args.slurm_partition or args.slurm_time or args.slurm_mem_gb or args.slurm_arg:
-        slurm = dict(args.slurm_arg)
-        for key, value in (("slurm_partition", args.slurm_partition), ("timeout_min", args.slurm_time),
-                           ("mem_gb", args.slurm_mem_gb)):
-            if value is not None:
-                slurm[key] = value
     try:
-        summaries = sweep.run_jobs(jobs, out, workers=args.workers, ray=args.ray, slurm=slurm,
-                                   threads_per_run=args.threads_per_run, progress=args.progress)
+        summaries = sweep.run_jobs(jobs, out, progress=args.progress, **executor_options(args))
     except sweep.RunsFailed as e:
-        for name, message in e.failures.items():
-            print(f"memdistill sweep: {name} failed: {message}", file=sys.stderr)
-        print(f"memdistill sweep: {len(e.failures)} of {len(jobs)} runs failed; "
-              f"run the same command again to finish", file=sys.stderr)
-        return 1
+        return _report_failures("sweep", e, len(jobs))
     table = sweep.report_runs(jobs, summaries, out)
     print(table)
     print(f"wrote {out / 'report.md'} and {out / 'heatmap.png'}", file=sys.stderr)
@@ -291,6 +339,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind_arg(text: str) -> tuple[str, str, object]:
+    kind, sep, rest = text.partition(":")
+    if not sep or not kind.strip():
+        raise argparse.ArgumentTypeError(f"expected KIND:KEY=VALUE (got {text!r})")
+    key, value = _method_arg(rest)
+    return kind.strip(), key, value
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from memdistill import sweep
+    from memdistill.compare import CompareSpec, run_compare
+
+    options = dict(load_preset(args.preset)) if "preset" in args else {}
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "preset", "out", "progress", "dry_run", "kind_args", *EXECUTOR_FLAGS)}
+    kind_args = {k: dict(v) for k, v in (options.get("kind_args") or {}).items()}
+    for kind, key, value in getattr(args, "kind_args", []):
+        kind_args.setdefault(kind, {})[key] = value
+    if "budget_ipc" in given:
+        options.pop("budget", None)     # a budget flag replaces the preset's budgets of either form
+    if "budget" in given:
+        options.pop("budget_ipc", None)
+    options.update(given)
+    options["kind_args"] = kind_args
+    spec = CompareSpec.from_options(options)
+    out = Path(getattr(args, "out", None) or f"runs/compare-{spec.run_options.get('scenario', 'seq-digits')}")
+    try:
+        records = run_compare(spec, out, progress=getattr(args, "progress", True),
+                              dry_run=getattr(args, "dry_run", False), **executor_options(args))
+    except sweep.RunsFailed as e:
+        return _report_failures("compare", e, len(e.summaries))
+    if records:
+        print((out / "compare.md").read_text(), end="")
+        print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}", file=sys.stderr)
+    return 0
+
+
 def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if text and text.strip() else ""
 
@@ -331,8 +416,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "distill": cmd_distill, "evaluate-memory": cmd_evaluate_memory,
-               "list": cmd_list, "report": cmd_report, "sweep": cmd_sweep}[args.command]
+    handler = {"run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare, "distill": cmd_distill,
+               "evaluate-memory": cmd_evaluate_memory, "list": cmd_list, "report": cmd_report}[args.command]
     try:
         return handler(args)
     except (ConfigError, ScenarioError) as e:

@@ -62,6 +62,11 @@ class RunConfig:
     data_dir: str | None = None
     cache_dir: str | None = None
     download: bool = False
+    figures: bool = True                  # a finished run's probability/confusion/per-task figures
+    # Set by ``memdistill compare``: which memory kind this run measures and the byte budget
+    # it was planned for (recorded in summary.json; the run itself reads neither).
+    memory_kind: str | None = None
+    memory_budget_bytes: int | None = None
 
     def resolved(self) -> "RunConfig":
         """A copy with every scenario default filled in."""
@@ -134,6 +139,11 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
                                       f"number (got {value!r})")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith(("cuda", "mps")):
         raise ConfigError("--device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+    kind = SCENARIOS[cfg.scenario].kind
+    if kind not in getattr(methods[cfg.method], "scenario_kinds", (kind,)):
+        allowed = [n for n, m in methods.items() if kind in getattr(m, "scenario_kinds", (kind,))]
+        raise ConfigError("--method", f"method {cfg.method} does not apply to {kind} scenario {cfg.scenario}; "
+                                      f"allowed: {', '.join(allowed)}")
     if cfg.plugin is not None:
         choose("--plugin", cfg.plugin, list(plugins))
         if not methods[cfg.method].needs_buffer:

@@ -29,7 +29,8 @@ from memdistill.results import RunFolder
 from memdistill.stream import batch_indices, num_batches
 
 # Options that may change between an interrupted run and its resumption.
-RESUME_FREE = {"device", "data_dir", "cache_dir", "download", "eval_batch_size", "tensorboard", "wandb"}
+RESUME_FREE = {"device", "data_dir", "cache_dir", "download", "eval_batch_size", "figures",
+               "tensorboard", "wandb"}
 
 
 class Interrupted(Exception):
@@ -214,7 +215,7 @@ def _run_tasks(cfg: RunConfig, scenario: Scenario, learner: Learner, stream_gen:
         samples_before = state.samples
         train_s = _train_task(learner, task, cfg, stream_gen, state, device, progress, T, scalars)
         t0 = time.perf_counter()
-        final = [] if folder is not None and task.index == T - 1 else None
+        final = [] if folder is not None and cfg.figures and task.index == T - 1 else None
         class_il, task_il = evaluate(learner, scenario, task.index, cfg.eval_batch_size, device, keep=final)
         state.eval_s += time.perf_counter() - t0
         state.train_s += train_s
@@ -272,6 +273,16 @@ def _train_task(learner: Learner, task: Task, cfg: RunConfig, stream_gen: torch.
     return time.perf_counter() - started
 
 
+def _memory_detail(learner: Learner) -> dict[str, int]:
+    """The learner's bytes by part; they must add up to ``memory_nbytes`` (one accounting)."""
+    detail = {k: int(v) for k, v in learner.memory_detail.items()}
+    total = int(learner.memory_nbytes)
+    if sum(detail.values()) != total:
+        raise RuntimeError(f"{type(learner).__name__}.memory_detail sums to {sum(detail.values())} bytes, "
+                           f"memory_nbytes is {total}")
+    return detail
+
+
 def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunState,
              device: torch.device) -> dict:
     T = len(scenario.tasks)
@@ -287,6 +298,9 @@ def _summary(cfg: RunConfig, scenario: Scenario, learner: Learner, state: RunSta
         "samples_per_s": round(state.samples / max(state.train_s, 1e-9), 2),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "memory_bytes": int(learner.memory_nbytes),
+        "memory_bytes_detail": _memory_detail(learner),
+        **({"memory_kind": cfg.memory_kind} if cfg.memory_kind else {}),
+        **({"memory_budget_bytes": cfg.memory_budget_bytes} if cfg.memory_budget_bytes is not None else {}),
         "params": sum(p.numel() for p in learner.model.parameters()),
         **learner.extra_summary(),
     }

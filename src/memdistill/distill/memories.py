@@ -1,9 +1,12 @@
 """Distilled memories: learnable tensors that recall a labelled training set.
 
-Two kinds, one small interface (``recall``, ``dataset``, ``nbytes``, ``save``/``load``):
+Three kinds, one small interface (``recall``, ``dataset``, ``nbytes``, ``save``/``load``):
 
 * :class:`SyntheticImages` — ``ipc`` learnable images per class (the standard
   dataset-distillation representation, the baseline);
+* :class:`QuantizedImages` — synthetic images stored as uint8 codes with one float32
+  scale and offset for the whole memory (post-training quantisation of a
+  :class:`SyntheticImages`; not learnable, recall dequantises);
 * :class:`AddressableMemory` — K shared bases with the image's shape (optionally
   stored downsampled, bilinearly upsampled on recall) and r addressing matrices
   A_i in R^{d_y x K}; recall is Eq. 2 of "Remember the Past" (Sec. 4.1).
@@ -20,6 +23,8 @@ File format (``save``/``load``): one ``torch.save`` of a plain dict that loads w
               ... kind-specific ints ...}}
 
 ``images``: tensors ``images`` (N, C, H, W) and ``labels`` (N,) int64.
+``images-uint8``: tensors ``codes`` (N, C, H, W) uint8, ``labels`` (N,) int64, ``scale`` and
+``offset`` (1,) float32; an image is ``codes * scale + offset``.
 ``addressable``: tensors ``bases`` (K, C, H/ds, W/ds) and ``addressing`` (r, d_y, K);
 meta ``downsample`` (ds).  ``nbytes`` counts the stored tensors only (what Eq. 4 budgets).
 """
@@ -137,6 +142,51 @@ class SyntheticImages(DistilledMemory):
     def from_file_dict(cls, data):
         t, m = data["tensors"], data["meta"]
         return cls(t["images"], t["labels"], m["num_classes"], m["mean"], m["std"])
+
+
+class QuantizedImages(DistilledMemory):
+    """Synthetic images kept as uint8: x = codes * scale + offset, one (scale, offset) per memory.
+
+    ``nbytes`` = N*C*H*W (codes) + 8 N (int64 labels) + 8 (scale, offset): a quarter of the
+    float32 images' bytes, for a rounding error of at most scale / 2 per pixel."""
+
+    kind = "images-uint8"
+
+    def __init__(self, codes: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 num_classes: int, mean=(0.0,), std=(1.0,)):
+        if codes.dtype != torch.uint8:
+            raise ValueError(f"codes must be uint8 (got {codes.dtype})")
+        super().__init__(tuple(codes.shape[1:]), num_classes, mean, std)
+        self.register_buffer("codes", codes.detach().clone())
+        self.register_buffer("labels", labels.detach().long().clone())
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(1).clone())
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32).reshape(1).clone())
+
+    @classmethod
+    def quantise(cls, memory: SyntheticImages) -> "QuantizedImages":
+        """Min-max quantisation of every pixel of ``memory`` to 256 levels."""
+        x = memory.images.detach().float()
+        low, high = x.min(), x.max()
+        scale = (high - low) / 255 if high > low else torch.ones(())
+        codes = ((x - low) / scale).round().clamp(0, 255).to(torch.uint8)
+        return cls(codes, memory.labels, scale, low, memory.num_classes, memory.mean, memory.std)
+
+    def images(self) -> torch.Tensor:
+        """The dequantised images (input space, float32)."""
+        return self.codes.float() * self.scale.reshape(1, 1, 1, 1) + self.offset.reshape(1, 1, 1, 1)
+
+    def recall(self, classes):
+        classes = torch.as_tensor(list(classes), dtype=torch.long, device=self.labels.device)
+        keep = torch.isin(self.labels, classes)
+        return self.images()[keep], self.labels[keep]
+
+    def _stored_tensors(self):
+        return {"codes": self.codes, "labels": self.labels, "scale": self.scale, "offset": self.offset}
+
+    @classmethod
+    def from_file_dict(cls, data):
+        t, m = data["tensors"], data["meta"]
+        return cls(t["codes"], t["labels"], t["scale"], t["offset"], m["num_classes"], m["mean"], m["std"])
 
 
 class AddressableMemory(DistilledMemory):
@@ -263,7 +313,10 @@ class AddressableMemory(DistilledMemory):
         return cls(t["bases"], t["addressing"], m["image_shape"], m["downsample"], m["mean"], m["std"])
 
 
+# Memories that can be learned (``memdistill distill --memory``) ...
 MEMORIES: dict[str, type[DistilledMemory]] = {"images": SyntheticImages, "addressable": AddressableMemory}
+# ... and every kind a memory file (or a checkpoint) may hold.
+STORED_KINDS: dict[str, type[DistilledMemory]] = {**MEMORIES, "images-uint8": QuantizedImages}
 
 
 def load_memory(path: str | Path, map_location="cpu") -> DistilledMemory:
@@ -279,9 +332,9 @@ def load_memory(path: str | Path, map_location="cpu") -> DistilledMemory:
     if data.get("version") != VERSION:
         raise MemoryFileError(f"{path}: memory file version {data.get('version')}; this reads {VERSION}")
     kind = data.get("kind")
-    if kind not in MEMORIES:
-        raise MemoryFileError(f"{path}: unknown memory kind {kind!r}; known: {', '.join(MEMORIES)}")
-    return MEMORIES[kind].from_file_dict(data)
+    if kind not in STORED_KINDS:
+        raise MemoryFileError(f"{path}: unknown memory kind {kind!r}; known: {', '.join(STORED_KINDS)}")
+    return STORED_KINDS[kind].from_file_dict(data)
 
 
 # -- budgets (Eq. 4) --------------------------------------------------------------
@@ -334,6 +387,23 @@ def fit_addressable(budget_floats: int, num_classes: int, image_shape, num_bases
                          f"or a larger downsample")
     return AddressableBudget(num_bases, int(recalls), downsample,
                              int(num_bases * base_floats + recalls * num_classes * num_bases), int(budget_floats))
+
+
+def image_memory_bytes(ipc: int, num_classes: int, image_shape, quantize: str | None = None) -> int:
+    """Bytes of ``ipc`` synthetic images per class: float32 pixels (or uint8 codes plus one
+    float32 scale and offset) and one int64 label per image — what ``nbytes`` counts."""
+    c, h, w = image_shape
+    n = ipc * num_classes
+    if quantize == "uint8":
+        return n * (c * h * w + 8) + 8
+    return n * (4 * c * h * w + 8)
+
+
+def fit_images(budget_bytes: int, num_classes: int, image_shape, quantize: str | None = None) -> int:
+    """The largest images per class whose ``image_memory_bytes`` fit in ``budget_bytes`` (0 if none)."""
+    one = image_memory_bytes(1, num_classes, image_shape, quantize)
+    fixed = 8 if quantize == "uint8" else 0
+    return max(0, (budget_bytes - fixed) // (one - fixed))
 
 
 def sample_per_class(images: torch.Tensor, labels: torch.Tensor, n: int, num_classes: int,

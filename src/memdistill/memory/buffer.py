@@ -49,8 +49,32 @@ class Buffer:
     @property
     def nbytes(self) -> int:
         """Bytes the stored samples take (images, labels, task ids, extras)."""
-        tensors = [self.images, self.labels, self.tasks, *self.extras.values()]
-        return sum(t.element_size() * t[: self.size].numel() for t in tensors)
+        return sum(self.nbytes_detail.values())
+
+    @property
+    def nbytes_detail(self) -> dict[str, int]:
+        """``nbytes`` by part: ``samples`` (uint8 images + int64 labels + int64 task ids)
+        and one entry per extra at its dtype (e.g. ``logits``), over the stored samples."""
+        def used(t: torch.Tensor) -> int:
+            return t.element_size() * t[: self.size].numel()
+        detail = {"samples": used(self.images) + used(self.labels) + used(self.tasks)}
+        detail.update({name: used(t) for name, t in self.extras.items()})
+        return detail
+
+    @staticmethod
+    def sample_bytes(image_shape: tuple[int, ...], extras: dict[str, tuple[int, ...]] | None = None,
+                     extra_bytes: int = 4) -> int:
+        """Bytes one stored sample takes: uint8 image + int64 label + int64 task id
+        + each extra (float32 by default), the rule ``nbytes`` applies."""
+        size = 1
+        for s in image_shape:
+            size *= int(s)
+        for shape in (extras or {}).values():
+            n = 1
+            for s in shape:
+                n *= int(s)
+            size += extra_bytes * n
+        return size + 8 + 8
 
     def _write(self, slots: torch.Tensor, src: torch.Tensor, images, labels, tasks, extras) -> None:
         slots = slots.to(self.device)

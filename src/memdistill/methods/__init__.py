@@ -8,6 +8,7 @@ from memdistill.methods.compress_recall import CompressRecall
 from memdistill.methods.ddn import PLUGINS
 from memdistill.methods.deepinversion import DeepInversion
 from memdistill.methods.derpp import DERpp
+from memdistill.methods.didd import DomainIncrementalDistillation
 from memdistill.methods.er import ExperienceReplay
 from memdistill.methods.er_ace import ERACE
 from memdistill.methods.finetune import Finetune
@@ -24,6 +25,7 @@ METHODS: dict[str, type[Learner]] = {
     "er-ace": ERACE,
     "clser": CLSER,
     "compress-recall": CompressRecall,
+    "didd": DomainIncrementalDistillation,   # domain-incremental synthetic set (issue 5 as a learner)
     # data-free (issue 6): no real data kept between tasks
     "lwf": LwF,
     "lwf-mc": LwFMultiClass,

@@ -44,6 +44,7 @@ class LearnerContext:
 class Learner:
     name = "learner"
     needs_buffer = False
+    scenario_kinds = ("class-incremental", "domain-incremental")   # where the method applies
     options: dict[str, object] = {}      # method-specific options and their defaults
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
@@ -121,6 +122,13 @@ class Learner:
     def memory_nbytes(self) -> int:
         """Bytes of memory the method keeps between tasks besides the network."""
         return 0
+
+    @property
+    def memory_detail(self) -> dict[str, int]:
+        """``memory_nbytes`` by part (docs/memory-budget.md); the values sum to it.
+        Learners that keep more than one kind of thing override this."""
+        total = int(self.memory_nbytes)
+        return {"memory": total} if total else {}
 
     def extra_summary(self) -> dict:
         """Method-specific entries for summary.json (e.g. seconds spent on synthesis)."""

@@ -110,6 +110,13 @@ class CLSER(ReplayLearner):
         nets = [t for net in (self.plastic, self.stable) for t in (*net.parameters(), *net.buffers())]
         return super().memory_nbytes + sum(t.element_size() * t.numel() for t in nets)
 
+    @property
+    def memory_detail(self) -> dict[str, int]:
+        detail = super().memory_detail
+        for name, net in (("plastic_model", self.plastic), ("stable_model", self.stable)):
+            detail[name] = sum(t.element_size() * t.numel() for t in (*net.parameters(), *net.buffers()))
+        return detail
+
     def state_dict(self) -> dict:
         state = super().state_dict()
         state.update(plastic=self.plastic.state_dict(), stable=self.stable.state_dict(),

@@ -12,7 +12,20 @@ buffer counts them (uint8 image + label + task id), so both compare at equal byt
 * Then a freshly initialised network is trained on everything the stored memories
   recall, and that network answers the engine's evaluation.
 
-Options (``--method-arg KEY=VALUE``): ``bases`` (K), ``downsample``, ``distill_steps``,
+What a task's memory is (``memory``):
+
+* ``addressable`` (default): bases + addressing matrices, sized by Eq. 4 within the
+  task's share;
+* ``images``: per-class synthetic images (the dataset-distillation baseline), as many
+  per class as the share holds at float32 (``image_memory_bytes``), learned by the
+  same BPTT; ``quantize=uint8`` stores them, once distilled, as uint8 codes with one
+  scale and offset per memory (``QuantizedImages``), so 4x as many fit, and the
+  retraining recalls the dequantised images.
+
+``budget_bytes`` sets the budget in bytes directly (``memdistill compare`` does);
+by default it is ``--buffer`` samples at the exemplar rule above.
+
+Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``, ``bases`` (K), ``downsample``, ``distill_steps``,
 ``unroll``, ``inner_lr``, ``inner_momentum``, ``outer_lr``, ``real_batch`` (per class),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``.
 """
@@ -26,10 +39,50 @@ import torch
 from memdistill.data.scenarios import Task
 from memdistill.distill.bptt import BPTTConfig, BPTTDistiller
 from memdistill.distill.evaluate import TrainSchedule, train_fresh_network
-from memdistill.distill.memories import MEMORIES, AddressableMemory, fit_addressable
+from memdistill.distill.memories import (STORED_KINDS, AddressableMemory, DistilledMemory, QuantizedImages,
+                                         SyntheticImages, fit_addressable, fit_images,
+                                         image_memory_bytes)
 from memdistill.memory import ReservoirBuffer
 from memdistill.methods.base import Learner, LearnerContext
 from memdistill.nets import Backbone
+
+
+def fit_task_memory(task_bytes: int, num_classes: int, input_shape, memory: str = "addressable",
+                    quantize: str | None = None, bases: int = 20, downsample: int = 4, what: str | None = None):
+    """What one task's memory holds within ``task_bytes``: images per class (``memory=images``)
+    or the addressable budget with at most ``bases`` bases, fewer if they do not fit (Eq. 4
+    with the byte share as size(images))."""
+    what = what or f"{task_bytes} bytes"
+    if memory == "images":
+        ipc = fit_images(task_bytes, num_classes, input_shape, quantize)
+        if ipc < 1:
+            raise ValueError(f"{what} ({task_bytes} bytes) cannot hold one {'uint8' if quantize else 'float32'} "
+                             f"image per class; use a larger --buffer")
+        return ipc
+    floats = task_bytes // 4
+    for k in range(int(bases), 0, -1):
+        try:
+            return fit_addressable(floats, num_classes, input_shape, k, int(downsample))
+        except ValueError:
+            continue
+    raise ValueError(f"{what} ({task_bytes} bytes) cannot hold even one basis; "
+                     f"use a larger --buffer or --method-arg downsample")
+
+
+def task_memory_bytes(fitted, num_classes: int, input_shape, quantize: str | None = None) -> int:
+    """Bytes of a memory sized by ``fit_task_memory`` (what its ``nbytes`` will be)."""
+    if isinstance(fitted, int):
+        return image_memory_bytes(fitted, num_classes, input_shape, quantize)
+    return fitted.nbytes
+
+
+def fresh_network(model: Backbone) -> Backbone:
+    """A copy of ``model``'s architecture with freshly initialised parameters (global RNG)."""
+    net = copy.deepcopy(model)
+    for module in net.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return net
 
 
 class CompressRecall(Learner):
@@ -37,32 +90,43 @@ class CompressRecall(Learner):
     needs_buffer = True
     # Defaults picked on Rotated MNIST task 0 (MLP, buffer 200 / 20 tasks = 7,920 bytes a task):
     # 20 bases at 7x7 + 5 recalls/class gave 66% vs 57% for 8 bases at 14x14 (docs/benchmarks.md).
-    options = {"bases": 20, "downsample": 4, "distill_steps": 100, "unroll": 10, "inner_lr": 0.01,
+    options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "unroll": 10, "inner_lr": 0.01,
                "inner_momentum": 0.9, "outer_lr": 0.03, "real_batch": 32, "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
         super().__init__(model, ctx, **options)
         c, h, w = ctx.input_shape
+        o = self.opts
+        if o["memory"] not in ("addressable", "images"):
+            raise ValueError(f"method compress-recall: option memory must be one of: addressable, images "
+                             f"(got {o['memory']!r})")
+        if o["quantize"] not in (None, "none", "uint8"):
+            raise ValueError(f"method compress-recall: option quantize must be one of: none, uint8 "
+                             f"(got {o['quantize']!r})")
+        self.quantize = o["quantize"] if o["quantize"] != "none" else None
+        if self.quantize and o["memory"] != "images":
+            raise ValueError("method compress-recall: option quantize=uint8 applies to memory=images only")
         self.sample_bytes = c * h * w + 8 + 8          # uint8 image, int64 label, int64 task id (as Buffer.nbytes)
-        self.budget_bytes = ctx.buffer * self.sample_bytes
+        if o["budget_bytes"] is None:
+            self.budget_bytes = ctx.buffer * self.sample_bytes
+        elif isinstance(o["budget_bytes"], int) and not isinstance(o["budget_bytes"], bool) and o["budget_bytes"] > 0:
+            self.budget_bytes = int(o["budget_bytes"])
+        else:
+            raise ValueError(f"method compress-recall: option budget_bytes must be a positive integer "
+                             f"(got {o['budget_bytes']!r})")
         self.task_bytes = self.budget_bytes // ctx.num_tasks
-        self.memories: list[AddressableMemory] = []
+        self.memories: list[DistilledMemory] = []
         self.memory_classes: list[list[int]] = []     # global label of each memory's local label
         self.raw = ReservoirBuffer(0, ctx.input_shape, device=ctx.device)
         # A distilled task must fit its share of the budget (checked before anything runs).
         self._fit(1)
 
     def _fit(self, num_classes: int):
-        """K and r for one task's memory: at most ``bases`` bases, fewer if they do not fit."""
-        floats = self.task_bytes // 4
-        for k in range(int(self.opts["bases"]), 0, -1):
-            try:
-                return fit_addressable(floats, num_classes, self.ctx.input_shape, k, int(self.opts["downsample"]))
-            except ValueError:
-                continue
-        raise ValueError(f"a 1/{self.ctx.num_tasks} share of buffer {self.ctx.buffer} ({self.task_bytes} bytes) "
-                         f"cannot hold even one basis; use a larger --buffer or --method-arg downsample")
+        """A task's memory within its share (``fit_task_memory``)."""
+        return fit_task_memory(self.task_bytes, num_classes, self.ctx.input_shape, self.opts["memory"],
+                               self.quantize, int(self.opts["bases"]), int(self.opts["downsample"]),
+                               f"a 1/{self.ctx.num_tasks} share of the budget")
 
     @property
     def stored_bytes(self) -> int:
@@ -89,21 +153,35 @@ class CompressRecall(Learner):
 
     # -- compress ----------------------------------------------------------------
     def _fresh_network(self):
-        net = copy.deepcopy(self.model)
-        for module in net.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        return net
+        return fresh_network(self.model)
 
-    def _distil(self, task: Task, images: torch.Tensor, labels: torch.Tensor) -> AddressableMemory:
+    def _initial_images(self, images, local, num_classes, ipc, g) -> SyntheticImages:
+        """``ipc`` real images per class as the starting synthetic images; a class with fewer
+        stored samples repeats them, with a little noise so that copies can move apart."""
+        x = self.preprocess(images, train=False).contiguous()
+        picked, ys = [], []
+        for c in range(num_classes):
+            idx = torch.nonzero(local == c).flatten()
+            order = idx[torch.randperm(len(idx), generator=g).to(idx.device)]
+            take = order[torch.arange(ipc, device=order.device) % len(order)]
+            chosen = x[take].clone()
+            if len(order) < ipc:
+                chosen[len(order):] += 0.05 * torch.randn(chosen[len(order):].shape, generator=g).to(chosen.device)
+            picked.append(chosen)
+            ys.append(torch.full((ipc,), c, dtype=torch.long))
+        return SyntheticImages(torch.cat(picked), torch.cat(ys), num_classes, self.ctx.mean, self.ctx.std)
+
+    def _distil(self, task: Task, images: torch.Tensor, labels: torch.Tensor) -> DistilledMemory:
         classes = sorted(set(labels.tolist()))
         local = torch.searchsorted(torch.tensor(classes, device=labels.device), labels)
         budget = self._fit(len(classes))
         g = torch.Generator().manual_seed(self.ctx.seed * 1_000 + task.index)
         counts = torch.bincount(local, minlength=len(classes))
-        per_class = math.ceil(budget.num_bases / len(classes))
         shape = tuple(self.ctx.input_shape)
-        if int(counts.min()) >= per_class:     # real-image bases where every class has enough samples
+        if self.opts["memory"] == "images":
+            memory = self._initial_images(images, local, len(classes), budget, g)
+        elif int(counts.min()) >= math.ceil(budget.num_bases / len(classes)):
+            # real-image bases where every class has enough samples
             x = self.preprocess(images, train=False).contiguous()
             memory = AddressableMemory.from_real(x, local, len(classes), budget.num_bases, budget.recalls,
                                                  budget.downsample, g, self.ctx.mean, self.ctx.std)
@@ -119,6 +197,8 @@ class CompressRecall(Learner):
                                   cfg, self.device)
         distiller.run(int(o["distill_steps"]), progress=False)
         self.memory_classes.append(classes)
+        if self.quantize == "uint8":
+            memory = QuantizedImages.quantise(memory).to(self.device)
         return memory
 
     # -- recall --------------------------------------------------------------------
@@ -148,6 +228,17 @@ class CompressRecall(Learner):
     def memory_nbytes(self) -> int:
         return self.stored_bytes + self.raw.nbytes
 
+    @property
+    def memory_detail(self) -> dict[str, int]:
+        """Distilled memories by kind (``addressable``, ``images``, ``images-uint8``) and the
+        raw samples still held for the task in progress (none once a task has ended)."""
+        detail: dict[str, int] = {}
+        for m in self.memories:
+            detail[m.kind] = detail.get(m.kind, 0) + m.nbytes
+        if self.raw.nbytes:
+            detail["raw_samples"] = self.raw.nbytes
+        return detail
+
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["memories"] = [m.to_file_dict() for m in self.memories]
@@ -158,7 +249,7 @@ class CompressRecall(Learner):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.memories = [MEMORIES[d["kind"]].from_file_dict(d).to(self.device) for d in state["memories"]]
+        self.memories = [STORED_KINDS[d["kind"]].from_file_dict(d).to(self.device) for d in state["memories"]]
         self.memory_classes = [list(c) for c in state["memory_classes"]]
         self.raw = ReservoirBuffer(int(state["raw_capacity"]), self.ctx.input_shape, device=self.device)
         self.raw.load_state_dict(state["raw"])

@@ -414,8 +414,17 @@ class DataDistillNet(BilevelLabels):
     @property
     def nbytes(self) -> int:
         """G_w and G_old: what the buffer keeps besides images and labels."""
-        nets = [self.net] + ([] if self.old is None else [self.old])
-        return sum(p.element_size() * p.numel() for net in nets for p in net.parameters())
+        return sum(self.nbytes_detail.values())
+
+    @property
+    def nbytes_detail(self) -> dict[str, int]:
+        """G_w (``soft_label_net``) and, once a task has ended, G_old (``soft_label_net_old``)."""
+        def size(net):
+            return sum(p.element_size() * p.numel() for p in net.parameters())
+        detail = {"soft_label_net": size(self.net)}
+        if self.old is not None:
+            detail["soft_label_net_old"] = size(self.old)
+        return detail
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "net": self.net.state_dict(),

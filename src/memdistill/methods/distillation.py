@@ -170,6 +170,10 @@ class DistillationLearner(Learner):
         keeps; like the paper, we do not count it as replay memory."""
         return self.image_generator.nbytes if self.image_generator is not None else 0
 
+    @property
+    def memory_detail(self) -> dict[str, int]:
+        return {"generator": self.memory_nbytes} if self.image_generator is not None else {}
+
     def extra_summary(self) -> dict:
         if not self.synthesises:
             return {}

@@ -34,6 +34,11 @@ class Plugin:
         """Bytes the plug-in keeps between tasks (counted in the learner's memory)."""
         return 0
 
+    @property
+    def nbytes_detail(self) -> dict[str, int]:
+        """``nbytes`` by part (summary.json's ``memory_bytes_detail``); one entry by default."""
+        return {self.name: self.nbytes} if self.nbytes else {}
+
     def state_dict(self) -> dict:
         return {}
 

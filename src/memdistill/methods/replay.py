@@ -81,6 +81,13 @@ class ReplayLearner(Learner):
     def memory_nbytes(self) -> int:
         return self.buffer.nbytes + sum(p.nbytes for p in self.plugins)
 
+    @property
+    def memory_detail(self) -> dict[str, int]:
+        detail = dict(self.buffer.nbytes_detail)
+        for plugin in self.plugins:
+            detail.update(plugin.nbytes_detail)
+        return detail
+
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["buffer"] = self.buffer.state_dict()
