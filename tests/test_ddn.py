@@ -256,9 +256,10 @@ def test_options_are_checked():
 # -- the plug-in in each replay method ----------------------------------------------------
 
 @pytest.mark.parametrize("method", ["er", "derpp", "er-ace", "clser"])
-def test_ddn_composes_with_each_replay_method(method):
+def test_ddn_composes_with_each_replay_method(method, monkeypatch):
     plugin = PLUGINS["ddn"](every=2)
-    cfg = RunConfig(method=method, buffer=30, epochs=1, method_args={"plugins": [plugin]})
+    monkeypatch.setitem(engine.PLUGINS, "ddn", lambda **options: plugin)   # to look inside afterwards
+    cfg = RunConfig(method=method, buffer=30, epochs=1, plugin="ddn")
     summary = engine.run(cfg, None, build_scenario("seq-digits", source=make_source(), progress=False),
                          progress=False)
     assert plugin.learner.__class__ is METHODS[method]

@@ -174,6 +174,30 @@ def test_bptt_gradient_equals_autograd_through_the_unrolled_loop(momentum, check
     torch.testing.assert_close(result.grad_images, expected, rtol=1e-9, atol=1e-12)
 
 
+def test_bptt_runs_through_batch_norm_with_batch_statistics():
+    """reduced-resnet18 has batch norm: the unroll normalises with batch statistics (the
+    exact gradient of that loop) and leaves the network's running averages untouched."""
+    from memdistill.nets import build_backbone
+    from memdistill.nets.base import batch_statistics
+    torch.manual_seed(0)
+    net = build_backbone("reduced-resnet18", (3, 8, 8), 3).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    rx = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    batches = [torch.randperm(6, generator=g)[:4] for _ in range(3)]
+    theta0 = {n: p.detach() for n, p in net.named_parameters()}
+    before = {n: b.clone() for n, b in net.named_buffers()}
+    result = MomentumUnroll(net, lr=0.05, momentum=0.9, checkpoint_every=2).hypergradient(
+        theta0, x, y, batches, rx, y)
+    with batch_statistics(net):
+        loss, expected = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, y, 0.05, 0.9)
+    assert result.outer_loss == pytest.approx(loss, rel=1e-10)
+    torch.testing.assert_close(result.grad_images, expected, rtol=1e-7, atol=1e-10)
+    for n, b in net.named_buffers():
+        assert torch.equal(b, before[n]), n
+
+
 def test_bptt_gradient_matches_finite_differences():
     net, x, y, rx, ry, batches, theta0 = _tiny_problem()
     unroll = MomentumUnroll(net, lr=0.1, momentum=0.9)

@@ -34,6 +34,7 @@ from torch.func import functional_call, grad, grad_and_value, vjp
 
 from memdistill.distill.augment import AUGMENTATIONS, flip_rotate
 from memdistill.distill.memories import DistilledMemory
+from memdistill.nets.base import batch_statistics
 
 Params = dict[str, torch.Tensor]
 OUTER_OPTIMIZERS = ("adam", "sgd")
@@ -114,7 +115,10 @@ class MomentumUnroll:
         self.checkpoint_every = checkpoint_every
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(self.model, (params, self.buffers), (self.augment(x),))
+        # Batch-norm layers (reduced-resnet18) normalise with the batch's statistics: an
+        # in-place update of running averages cannot run inside torch.func transforms.
+        with batch_statistics(self.model):
+            logits = functional_call(self.model, (params, self.buffers), (self.augment(x),))
         return F.cross_entropy(logits, y)
 
     def _step(self, theta: Params, m: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, Params]:

@@ -79,22 +79,8 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from memdistill.memory import MemoryBatch
+from memdistill.nets.base import batch_statistics
 from memdistill.methods.plugin import Plugin
-
-
-@contextlib.contextmanager
-def batch_statistics(model: nn.Module):
-    """Batch-norm layers normalise with batch statistics and leave their running
-    averages alone (the look-ahead forwards must not change the classifier)."""
-    layers = [m for m in model.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in layers:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.track_running_stats = True
 
 
 def at_least_fp32(t: torch.Tensor) -> torch.Tensor:

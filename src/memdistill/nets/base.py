@@ -6,8 +6,25 @@ which network it trains.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module):
+    """Batch-norm layers normalise with batch statistics and leave their running
+    averages alone (the look-ahead forwards must not change the classifier)."""
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
 
 
 class Backbone(nn.Module):
