@@ -281,11 +281,12 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def run_one(config: RunConfig, folder: str, threads: int) -> dict:
-    """Run one job in the current process with ``threads`` torch threads."""
+def run_one(config: RunConfig, folder: str, threads: int, progress: bool = False) -> dict:
+    """Run one job in the current process with ``threads`` torch threads.  ``progress``:
+    the engine's per-task bars (only where one run has the terminal to itself)."""
     import torch
     torch.set_num_threads(threads)
-    return engine.run(config, folder, progress=False)
+    return engine.run(config, folder, progress=progress)
 
 
 def _run_here(pending, out, threads, log, finished, failed) -> None:
@@ -295,7 +296,7 @@ def _run_here(pending, out, threads, log, finished, failed) -> None:
         for index, job in pending:
             log.started("started", job.name)
             try:
-                finished(index, run_one(job.config, str(out / job.name), threads))
+                finished(index, run_one(job.config, str(out / job.name), threads, progress=log.enabled))
             except Exception as e:   # one bad run must not stop the others
                 failed(index, _one_line(e))
     finally:
