@@ -96,7 +96,6 @@ class CompressRecall(Learner):
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
         super().__init__(model, ctx, **options)
-        c, h, w = ctx.input_shape
         o = self.opts
         if o["memory"] not in ("addressable", "images"):
             raise ValueError(f"method compress-recall: option memory must be one of: addressable, images "
@@ -107,7 +106,7 @@ class CompressRecall(Learner):
         self.quantize = o["quantize"] if o["quantize"] != "none" else None
         if self.quantize and o["memory"] != "images":
             raise ValueError("method compress-recall: option quantize=uint8 applies to memory=images only")
-        self.sample_bytes = c * h * w + 8 + 8          # uint8 image, int64 label, int64 task id (as Buffer.nbytes)
+        self.sample_bytes = ReservoirBuffer.sample_bytes(ctx.input_shape)   # the exemplar rule
         if o["budget_bytes"] is None:
             self.budget_bytes = ctx.buffer * self.sample_bytes
         elif isinstance(o["budget_bytes"], int) and not isinstance(o["budget_bytes"], bool) and o["budget_bytes"] > 0:
