@@ -59,3 +59,15 @@ def test_resume_gives_the_same_results(digits, tmp_path):
     assert resumed["class_il"] == whole["class_il"]
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert len(state["learner"]["memories"]) == 5
+
+
+def test_inner_batch_samples_the_recalled_set(digits):
+    def run(**extra):
+        cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2,
+                        method_args={**ARGS, **extra})
+        return engine.run(cfg, None, _scenario(digits, n_tasks=2), progress=False)["class_il"]["acc"]
+    whole = run()
+    assert run(inner_batch=10**6) == whole          # a batch larger than the set is the whole set
+    assert run(inner_batch=2) != whole              # minibatches of 2 take other steps
+    with pytest.raises(ConfigError, match="inner_batch must be a positive integer"):
+        run(inner_batch=0)
