@@ -89,6 +89,20 @@ def test_generator_parameters_and_statistics():
     assert B.generator_bytes(CIFAR) == ImageGenerator(CIFAR).nbytes
 
 
+def test_generator_fits_the_budget_unless_its_width_is_given():
+    plan = B.plan("generator", 1_544_000, SHAPE, {"noise_dim": 100})
+    width = plan.method_args["generator_width"]
+    assert plan.planned_bytes == B.generator_bytes(CIFAR, 100, width) <= 1_544_000
+    assert B.generator_bytes(CIFAR, 100, width + 1) > 1_544_000
+    assert B.plan("generator", 10**9, SHAPE).method_args["generator_width"] == 64   # the paper's, at most
+    assert not B.KINDS["generator"].fixed_size({"noise_dim": 100})
+    fixed = B.plan("generator", 1_544_000, SHAPE, {"generator_width": 8})
+    assert fixed.budget is None and fixed.planned_bytes == B.generator_bytes(CIFAR, 1000, 8) > 1_544_000
+    assert B.KINDS["generator"].fixed_size({"generator_width": 8})
+    with pytest.raises(ConfigError, match="--budget.*generator.*noise_dim"):
+        B.plan("generator", 100_000, SHAPE)
+
+
 def test_domain_incremental_synthetic_set():
     # ipc x C float32 images + int64 labels (+ two float32 rates per image for asymmetric)
     assert didd_memory_bytes(3, 4, (1, 8, 8)) == 12 * (256 + 8 + 8) == 3264
@@ -105,8 +119,9 @@ def test_every_kind_plans_within_one_unit_of_the_budget(shape, budget):
     for kind in B.applicable_kinds(shape.kind):
         plan = B.plan(kind, budget, shape)
         assert sum(plan.detail.values()) == plan.planned_bytes
-        if plan.budget is None:                  # the generator: its own size, one point
-            assert kind == "generator"
+        if kind == "generator":                  # the widest generator within the budget
+            width = plan.method_args["generator_width"]
+            assert plan.planned_bytes <= budget < B.generator_bytes(shape.input_shape, 1000, width + 1)
             continue
         c, h, w = shape.input_shape
         unit = {"exemplars": shape.exemplar_bytes, "exemplars+ddn": shape.exemplar_bytes,

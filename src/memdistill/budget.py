@@ -112,8 +112,11 @@ class MemoryKind:
     name = "kind"
     method = "er"
     scenario_kinds: tuple[str, ...] = (CLASS_IL, DOMAIN_IL)
-    budget_free = False      # True: the memory's size does not depend on the budget (one point)
     description = ""
+
+    def fixed_size(self, args: dict[str, Any]) -> bool:
+        """True: with these options the memory's size does not depend on the budget (one point)."""
+        return False
 
     def plan(self, budget: int, shape: ScenarioShape, args: dict[str, Any]) -> Plan:
         raise NotImplementedError
@@ -218,17 +221,32 @@ class Addressable(DistilledImages):
 
 
 class Generator(MemoryKind):
+    """ABD's generator. With ``generator_width`` given, that generator at every budget (one
+    point); otherwise the widest generator within B, up to the paper's width (64)."""
     name, method = "generator", "abd"
     scenario_kinds = (CLASS_IL,)
-    budget_free = True
-    description = "ABD: a model-inversion generator, no stored data; its size does not depend on B"
+    description = ("ABD: a model-inversion generator, no stored data; the widest within B "
+                   "(up to width 64), or one fixed size with generator_width")
+
+    def fixed_size(self, args):
+        return "generator_width" in args
 
     def plan(self, budget, shape, args):
         from memdistill.methods.abd import AlwaysBeDreaming
         opts = {**AlwaysBeDreaming.options, **args}
-        size = generator_bytes(shape.input_shape, int(opts["noise_dim"]), int(opts["generator_width"]))
-        return Plan(self.name, None, self.method, size, {"generator": size}, method_args=dict(args),
-                    note="fixed size: one point, not a line")
+        noise = int(opts["noise_dim"])
+        if self.fixed_size(args):
+            size = generator_bytes(shape.input_shape, noise, int(opts["generator_width"]))
+            return Plan(self.name, None, self.method, size, {"generator": size}, method_args=dict(args),
+                        note="fixed size: one point, not a line")
+        # bytes grow with the width, so the first fit from the widest down is the widest
+        for width in range(int(AlwaysBeDreaming.options["generator_width"]), 0, -1):
+            size = generator_bytes(shape.input_shape, noise, width)
+            if size <= budget:
+                return Plan(self.name, budget, self.method, size, {"generator": size},
+                            method_args={**args, "generator_width": width}, note=f"width {width}")
+        raise BudgetError(self.name, budget, f"a generator of width 1 with noise_dim {noise} takes "
+                                             f"{size} bytes; pass a smaller generator:noise_dim")
 
 
 class SyntheticSet(MemoryKind):

@@ -95,7 +95,7 @@ def plan_compare(spec: CompareSpec, progress: bool = False, scenario=None):
     rows: list[Row] = []
     for kind in kinds:
         args = dict(spec.kind_args.get(kind, {}))
-        if budgets.KINDS[kind].budget_free:
+        if budgets.KINDS[kind].fixed_size(args):
             amounts_here = [(amounts[0][0], None)]
         else:
             amounts_here = amounts
