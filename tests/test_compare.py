@@ -38,6 +38,11 @@ def test_compare_on_digits_runs_every_kind_at_equal_bytes(isolated, capsys):
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| kind")]
     assert len(rows) == (len(kinds) - 1) * 2 + 1           # every kind x budget, the generator once
     assert sum("fixed (one point" in r for r in rows) == 1
+    # the "holds" column says what each memory is made of
+    holds = {r.split(" | ")[0][2:] + "/" + r.split(" | ")[1]: r.split(" | ")[3] for r in rows}
+    assert holds["generator/fixed (one point, not a line)"] == "width 4, fixed size"
+    assert holds["exemplars/6KB"].endswith(" samples") and "G_w" in holds["exemplars+ddn/12KB"]
+    assert "img/class/task" in holds["distilled-images/12KB"] and "recalls/task" in holds["addressable/12KB"]
     assert (out / "compare.png").stat().st_size > 5000
     summaries = _summaries(out)
     assert len(summaries) == len(rows)

@@ -150,11 +150,11 @@ class Exemplars(MemoryKind):
                 n *= d
             detail[name] = stored * 4 * n
         detail.update(fixed)
-        return self._plan(budget, buffer, detail, args)
+        return self._plan(budget, buffer, detail, args, f"{stored} samples")
 
-    def _plan(self, budget, buffer, detail, args) -> Plan:
+    def _plan(self, budget, buffer, detail, args, note) -> Plan:
         return Plan(self.name, budget, self.method, sum(detail.values()), detail, buffer=buffer,
-                    method_args=dict(args))
+                    method_args=dict(args), note=note)
 
 
 class ExemplarsDDN(Exemplars):
@@ -169,9 +169,10 @@ class ExemplarsDDN(Exemplars):
         g = soft_label_net_bytes(shape.num_classes, int(args.get("hidden", 200)))
         return {"soft_label_net": g, **({"soft_label_net_old": g} if shape.num_tasks > 1 else {})}
 
-    def _plan(self, budget, buffer, detail, args):
+    def _plan(self, budget, buffer, detail, args, note):
+        nets = " + G_w, G_old" if "soft_label_net_old" in detail else " + G_w"
         return Plan(self.name, budget, self.method, sum(detail.values()), detail, buffer=buffer,
-                    plugin="ddn", plugin_args=dict(args))
+                    plugin="ddn", plugin_args=dict(args), note=note + nets)
 
 
 class ExemplarsLogits(Exemplars):
@@ -192,7 +193,7 @@ class DistilledImages(MemoryKind):
         from memdistill.methods.compress_recall import CompressRecall, fit_task_memory, task_memory_bytes
         opts = {**CompressRecall.options, **args}
         task_bytes = budget // shape.num_tasks
-        total = 0
+        total, holds = 0, []
         for n in shape.classes_per_task:
             try:
                 fitted = fit_task_memory(task_bytes, n, shape.input_shape, self.memory, self.quantize,
@@ -201,13 +202,19 @@ class DistilledImages(MemoryKind):
             except ValueError as e:
                 raise BudgetError(self.name, budget, str(e)) from None
             total += task_memory_bytes(fitted, n, shape.input_shape, self.quantize)
+            if isinstance(fitted, int):
+                holds.append(f"{fitted} img/class/task")
+            else:
+                side = shape.input_shape[1] // fitted.downsample
+                holds.append(f"{fitted.num_bases} bases at {side}x{side}, {fitted.recalls} recalls/task")
         method_args = {**args, "memory": self.memory, "budget_bytes": int(budget)}
         if self.quantize:
             method_args["quantize"] = self.quantize
         # --buffer only has to pass validation: compress-recall reads budget_bytes.
         buffer = max(1, budget // shape.exemplar_bytes)
         key = "images-uint8" if self.quantize else self.memory
-        return Plan(self.name, budget, self.method, total, {key: total}, buffer=buffer, method_args=method_args)
+        return Plan(self.name, budget, self.method, total, {key: total}, buffer=buffer, method_args=method_args,
+                    note="; ".join(dict.fromkeys(holds)))
 
 
 class DistilledImagesUint8(DistilledImages):
@@ -238,7 +245,7 @@ class Generator(MemoryKind):
         if self.fixed_size(args):
             size = generator_bytes(shape.input_shape, noise, int(opts["generator_width"]))
             return Plan(self.name, None, self.method, size, {"generator": size}, method_args=dict(args),
-                        note="fixed size: one point, not a line")
+                        note=f"width {int(opts['generator_width'])}, fixed size")
         # bytes grow with the width, so the first fit from the widest down is the widest
         for width in range(int(AlwaysBeDreaming.options["generator_width"]), 0, -1):
             size = generator_bytes(shape.input_shape, noise, width)
@@ -268,7 +275,7 @@ class SyntheticSet(MemoryKind):
         if strategy == "asymmetric":
             detail["update_rates"] = n * 8
         return Plan(self.name, budget, self.method, sum(detail.values()), detail,
-                    method_args={**args, "ipc": int(ipc)})
+                    method_args={**args, "ipc": int(ipc)}, note=f"ipc {ipc} ({n} images)")
 
 
 KINDS: dict[str, MemoryKind] = {k.name: k for k in (Exemplars(), ExemplarsDDN(), ExemplarsLogits(),

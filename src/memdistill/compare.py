@@ -156,13 +156,13 @@ def markdown(records: list[dict], shape: budgets.ScenarioShape, run_options: dic
              "Bytes are counted one way for every kind (docs/memory-budget.md); ACC and FM are class-IL "
              "accuracy and forgetting (%) after the last task, mean ± sample std over seeds; seconds = wall "
              "time of one run.", "",
-             "| kind | budget | budget bytes | bytes used | ACC | FM | seconds | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| kind | budget | budget bytes | holds | bytes used | ACC | FM | seconds | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         used = "/".join(str(b) for b in r["bytes_used"]) or "–"
         budget = "fixed (one point, not a line)" if r["budget_free"] else r["label"]
         budget_bytes = "–" if r["budget"] is None else str(r["budget"])
-        lines.append(f"| {r['kind']} | {budget} | {budget_bytes} | {used} | {pm(r['acc'])} | {pm(r['fm'])} | "
+        lines.append(f"| {r['kind']} | {budget} | {budget_bytes} | {r['note'] or '–'} | {used} | {pm(r['acc'])} | {pm(r['fm'])} | "
                      f"{pm(r['seconds'], 1)} | {r['seeds']} |")
     options = ", ".join(f"{k}={v}" for k, v in sorted(run_options.items()) if v is not None)
     lines += ["", f"Run options: {options or 'scenario defaults'}."]
@@ -204,12 +204,13 @@ def plot(records: list[dict], path: Path, title: str) -> None:
 
 
 def dry_run_table(rows: list[Row]) -> str:
-    lines = ["| kind | budget | budget bytes | method | run options | planned bytes | breakdown | runs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| kind | budget | budget bytes | holds | method | run options | planned bytes | breakdown | runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         p = row.plan
         opts = {k: v for k, v in p.run_options().items() if k not in ("method", "memory_kind", "memory_budget_bytes")}
-        lines.append(f"| {p.kind} | {row.label} | {p.budget if p.budget is not None else '–'} | {p.method} | "
+        lines.append(f"| {p.kind} | {row.label} | {p.budget if p.budget is not None else '–'} | {p.note or '–'} | "
+                     f"{p.method} | "
                      f"{json.dumps(opts, sort_keys=True)} | {p.planned_bytes} | "
                      f"{json.dumps(p.detail)} | {len(row.jobs)} |")
     return "\n".join(lines) + "\n"
