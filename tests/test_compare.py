@@ -62,6 +62,13 @@ def test_compare_on_digits_runs_every_kind_at_equal_bytes(isolated, capsys):
     assert len(stamps) == len(rows)
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == stamps
+    # --report-only runs nothing: a run without its summary is a row with 0 seeds
+    (out / "exemplars" / "6KB" / "seed0" / "summary.json").unlink()
+    assert main([*argv, "--report-only"]) == 0
+    assert not (out / "exemplars" / "6KB" / "seed0" / "summary.json").exists()
+    assert "not in the table yet: exemplars/6KB/seed0" in capsys.readouterr().err
+    row = [line for line in (out / "compare.md").read_text().splitlines() if line.startswith("| exemplars | 6KB")]
+    assert row and row[0].endswith("| – | – | – | 0 |")
 
 
 def _write_tiny_mnist(root, classes=4, per_class=12, size=8):

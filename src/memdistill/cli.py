@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_options(cmp)
     cmp.add_argument("--dry-run", dest="dry_run", action="store_true",
         help="print the planned runs and their bytes, run nothing")
+    cmp.add_argument("--report-only", dest="report_only", action="store_true",
+        help="run nothing: write the table and plot from the runs finished so far")
     add_run_options(cmp, skip=("--method", "--buffer", "--seed", "--method-arg", "--plugin", "--plugin-arg",
                                "--out", "--no-resume"))
 
@@ -353,7 +355,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     options = dict(load_preset(args.preset)) if "preset" in args else {}
     given = {k: v for k, v in vars(args).items()
-             if k not in ("command", "preset", "out", "progress", "dry_run", "kind_args", *EXECUTOR_FLAGS)}
+             if k not in ("command", "preset", "out", "progress", "dry_run", "report_only", "kind_args",
+                          *EXECUTOR_FLAGS)}
     kind_args = {k: dict(v) for k, v in (options.get("kind_args") or {}).items()}
     for kind, key, value in getattr(args, "kind_args", []):
         kind_args.setdefault(kind, {})[key] = value
@@ -367,7 +370,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(getattr(args, "out", None) or f"runs/compare-{spec.run_options.get('scenario', 'seq-digits')}")
     try:
         records = run_compare(spec, out, progress=getattr(args, "progress", True),
-                              dry_run=getattr(args, "dry_run", False), **executor_options(args))
+                              dry_run=getattr(args, "dry_run", False),
+                              report_only=getattr(args, "report_only", False), **executor_options(args))
     except sweep.RunsFailed as e:
         return _report_failures("compare", e, len(e.summaries))
     if records:

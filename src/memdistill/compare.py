@@ -26,7 +26,8 @@ from memdistill import budget as budgets
 from memdistill import engine
 from memdistill.config import ConfigError, RunConfig
 from memdistill.results import atomic_write
-from memdistill.sweep import Job, run_jobs
+from memdistill.results import RunFolder
+from memdistill.sweep import Job, check_jobs, is_finished, run_jobs
 
 # Options of a compare that are not options of one run.
 COMPARE_KEYS = ("budget", "budget_ipc", "kinds", "seed", "kind_args")
@@ -216,20 +217,36 @@ def dry_run_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finished_summaries(jobs: list[Job], out: Path) -> dict[str, dict]:
+    """The summaries of the jobs already finished in ``out`` (under the same options)."""
+    configs = check_jobs(jobs)
+    return {job.name: RunFolder(out / job.name).read_summary()
+            for job, cfg in zip(jobs, configs) if is_finished(out / job.name, cfg)}
+
+
 def run_compare(spec: CompareSpec, out: str | Path, progress: bool = True, dry_run: bool = False,
-                **executor) -> list[dict]:
+                report_only: bool = False, **executor) -> list[dict]:
     """Plan, run (skipping finished runs), and write compare.md, compare.json and compare.png.
 
-    ``executor``: ``workers``, ``ray``, ``slurm``, ``threads_per_run`` of ``sweep.run_jobs``;
-    it raises ``sweep.RunsFailed`` after the other runs finish if some failed."""
+    ``report_only``: run nothing; the table and plot hold the runs finished so far (the
+    others are rows with 0 seeds).  ``executor``: ``workers``, ``ray``, ``slurm``,
+    ``threads_per_run`` of ``sweep.run_jobs``; it raises ``sweep.RunsFailed`` after the
+    other runs finish if some failed."""
     rows, shape = plan_compare(spec, progress=progress)
     if dry_run:
         print(dry_run_table(rows), end="")
         return []
     out = Path(out)
     jobs = [job for row in rows for job in row.jobs]
-    results = run_jobs(jobs, out, progress=progress, **executor)
-    summaries = {job.name: s for job, s in zip(jobs, results)}
+    if report_only:
+        summaries = finished_summaries(jobs, out)
+        missing = [job.name for job in jobs if job.name not in summaries]
+        if missing:
+            print(f"[memdistill] {len(summaries)} of {len(jobs)} runs finished; not in the table yet: "
+                  f"{', '.join(missing)}", file=sys.stderr)
+    else:
+        results = run_jobs(jobs, out, progress=progress, **executor)
+        summaries = {job.name: s for job, s in zip(jobs, results)}
     records = aggregate(rows, summaries)
     atomic_write(out / "compare.md", markdown(records, shape, spec.run_options))
     atomic_write(out / "compare.json", json.dumps(records, indent=2) + "\n")
