@@ -104,6 +104,19 @@ def test_list(capsys):
         assert name in out
 
 
+def test_list_one_method_or_plugin_shows_its_options(capsys):
+    assert main(["list", "compress-recall"]) == 0
+    out = capsys.readouterr().out
+    assert "--method-arg KEY=VALUE" in out and "inner_batch" in out and "retrain_epochs         300" in out
+    assert main(["list", "ddn"]) == 0
+    out = capsys.readouterr().out
+    assert "--method METHOD+ddn:KEY=VALUE" in out and "beta                   0.9" in out
+    assert main(["list", "kinds"]) == 0
+    assert "distilled-images-uint8" in capsys.readouterr().out
+    assert main(["list", "bogus"]) == 2
+    assert "unknown section, method or plug-in 'bogus'; allowed: methods" in _error(capsys)
+
+
 def test_report_without_runs(isolated, capsys):
     assert main(["report", "nothing-here"]) == 2
     assert "no run folders" in _error(capsys)

@@ -119,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_parsers(sub)
     _add_sweep_parser(sub)
 
-    lst = sub.add_parser("list", help="list methods, scenarios, backbones, presets")
-    lst.add_argument("what", nargs="?", choices=["methods", "plugins", "scenarios", "backbones", "presets"])
+    lst = sub.add_parser("list", help="list methods, plugins, scenarios, backbones, presets, memory kinds; "
+                                      "or one method's / plug-in's options")
+    lst.add_argument("what", nargs="?", metavar="SECTION|METHOD|PLUGIN",
+                     help=f"one of {', '.join(LIST_SECTIONS)}, or a method or plug-in name: its options and defaults")
 
     rep = sub.add_parser("report", help="markdown table + heatmap from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (searched recursively)")
@@ -384,7 +386,33 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if text and text.strip() else ""
 
 
+LIST_SECTIONS = ("methods", "plugins", "scenarios", "backbones", "presets", "kinds")
+
+
+def _list_options(kind: str, name: str, cls) -> int:
+    """A method's or plug-in's description and its options with their defaults."""
+    flag = "--method-arg KEY=VALUE" if kind == "method" else f"--plugin-arg KEY=VALUE, or --method METHOD+{name}:KEY=VALUE"
+    print(f"{kind} {name}: {_first_line(cls.__doc__ or sys.modules[cls.__module__].__doc__)}")
+    options = getattr(cls, "options", {}) or {}
+    if not options:
+        print("  no options")
+        return 0
+    print(f"options ({flag}), with their defaults:")
+    for key, value in options.items():
+        print(f"  {key:<22} {value!r}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from memdistill.budget import KINDS
+    if args.what in METHODS:
+        return _list_options("method", args.what, METHODS[args.what])
+    if args.what in PLUGINS:
+        return _list_options("plugin", args.what, PLUGINS[args.what])
+    if args.what is not None and args.what not in LIST_SECTIONS:
+        raise ConfigError("SECTION|METHOD|PLUGIN", f"unknown section, method or plug-in {args.what!r}; allowed: "
+                                  f"{', '.join(LIST_SECTIONS)}, a method ({', '.join(METHODS)}) "
+                                  f"or a plug-in ({', '.join(PLUGINS)})")
     sections = {
         "methods": [(n, _first_line(m.__doc__ or sys.modules[m.__module__].__doc__))
                     for n, m in METHODS.items()],
@@ -394,13 +422,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                     for n, p in PLUGINS.items()],
         "backbones": [(n, "") for n in BACKBONES],
         "presets": [(n, "") for n in preset_names()],
+        "kinds": [(n, k.description) for n, k in KINDS.items()],
     }
     for section, rows in sections.items():
         if args.what not in (None, section):
             continue
         print(f"{section}:")
         for name, text in rows:
-            print(f"  {name:<20} {text}".rstrip())
+            print(f"  {name:<24} {text}".rstrip())
     return 0
 
 
