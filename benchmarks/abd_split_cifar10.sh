@@ -4,6 +4,8 @@
 # upper bound (joint) for Omega and, with ABLATIONS=1, the Table 3 ablations of ABD.
 # Usage: SEEDS="0 1 2" ABLATIONS=1 bash benchmarks/abd_split_cifar10.sh [OUT]
 # (default OUT benchmarks/out/abd-split-cifar10).  Every run resumes if interrupted.
+# CORESET=N (default 200: the paper's 2,000 of CIFAR-100's 50,000 images, 4 %, scaled to
+# these 5,000) adds the stored-data baselines naive-rehearsal and lwf-coreset; 0 skips them.
 # Then: python benchmarks/abd_table.py OUT   (A_N and Omega, mean ± std over seeds).
 set -euo pipefail
 out=${1:-benchmarks/out/abd-split-cifar10}
@@ -25,6 +27,10 @@ for seed in $seeds; do
     run lwf "$seed" --method lwf
     run lwf-mc "$seed" --method lwf-mc
     run base "$seed" --method finetune
+    if [ "${CORESET:-200}" != 0 ]; then
+        run naive-rehearsal "$seed" --method naive-rehearsal --buffer "${CORESET:-200}"
+        run lwf-coreset "$seed" --method lwf-coreset --buffer "${CORESET:-200}"
+    fi
     # the offline upper bound, trained to convergence: 15 epochs over all five tasks' data
     run upper-bound "$seed" --method joint --epochs "${UPPER_EPOCHS:-15}"
 done

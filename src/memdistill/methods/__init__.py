@@ -5,6 +5,7 @@ from memdistill.methods.abd import AlwaysBeDreaming
 from memdistill.methods.base import Learner, LearnerContext
 from memdistill.methods.clser import CLSER
 from memdistill.methods.compress_recall import CompressRecall
+from memdistill.methods.coreset import LwFCoreset, NaiveRehearsal
 from memdistill.methods.ddn import PLUGINS
 from memdistill.methods.deepinversion import DeepInversion
 from memdistill.methods.derpp import DERpp
@@ -31,6 +32,9 @@ METHODS: dict[str, type[Learner]] = {
     "lwf-mc": LwFMultiClass,
     "deepinversion": DeepInversion,
     "abd": AlwaysBeDreaming,
+    # ABD's baselines with a coreset of old images (Tables 1-2)
+    "naive-rehearsal": NaiveRehearsal,
+    "lwf-coreset": LwFCoreset,
 }
 
 # Plug-ins for replay methods (``ReplayLearner`` subclasses), built as
