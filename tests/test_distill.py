@@ -327,7 +327,8 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
 @pytest.mark.parametrize("argv,needle", [
     (["--memory", "hologram"], "--memory: unknown value 'hologram'; allowed: images, addressable"),
     (["--dataset", "svhn"], "--dataset: unknown value 'svhn'; allowed: digits, mnist"),
-    (["--method", "dm"], "--method: unknown value 'dm'; allowed: bptt"),
+    (["--method", "dm"], "--method: unknown value 'dm'; allowed: bptt, dc"),
+    (["--method", "dc", "--net-steps", "-1"], "--net-steps: must be an integer >= 0"),
     (["--ipc", "0"], "--ipc: must be an integer >= 1"),
     (["--unroll", "0"], "--unroll: must be an integer >= 1"),
     (["--inner-momentum", "1.5"], "--inner-momentum: must be in [0, 1)"),
@@ -368,3 +369,62 @@ def test_evaluate_memory_on_a_bad_file_exits_2(isolated, capsys):
     (isolated / "junk.pt").write_text("junk")
     assert main(["evaluate-memory", "junk.pt", "--dataset", "digits", "--no-progress"]) == 2
     assert "not a readable memory file" in capsys.readouterr().err
+
+
+# -- single-step gradient matching (DC) -----------------------------------------------------------
+
+def test_dc_layer_distance_is_one_minus_cosine_per_output_unit():
+    from memdistill.distill.gradient_matching import gradient_distance, layer_distance
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, 3, 3, generator=g), torch.randn(4, 3, 3, 3, generator=g)
+    by_hand = sum(1 - F.cosine_similarity(a[i].flatten(), b[i].flatten(), dim=0) for i in range(4))
+    assert torch.allclose(layer_distance(a, b), by_hand, atol=1e-5)
+    assert float(layer_distance(a, 2.5 * a)) == pytest.approx(0.0, abs=1e-5)     # scale-free
+    assert float(layer_distance(torch.randn(5), torch.randn(5))) == 0.0          # biases are skipped
+    assert torch.allclose(gradient_distance([a, torch.ones(4)], [b, torch.zeros(4)]), by_hand, atol=1e-5)
+
+
+def test_a_dc_step_lowers_the_gradient_distance_on_its_network():
+    from memdistill.distill.bptt import _step_seed
+    from memdistill.distill.gradient_matching import (GradientMatchingConfig, GradientMatchingDistiller,
+                                                      gradient_distance)
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    real_in = (real_u8.float() / 255 - 0.5) / 0.2
+    memory = SyntheticImages.random((1, 1, 6), 2, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+
+    def make_network():
+        return nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def distance_on_step_zero_network():
+        torch.manual_seed(_step_seed(0, 0))
+        net = make_network()
+        params = list(net.parameters())
+        images, labels = memory.dataset()
+        total = 0.0
+        for c in range(3):
+            g_real = torch.autograd.grad(F.cross_entropy(net(real_in[real_y == c]), real_y[real_y == c]), params)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(images[labels == c]), labels[labels == c]), params)
+            total += float(gradient_distance(g_real, g_syn))
+        return total
+
+    before = distance_on_step_zero_network()
+    cfg = GradientMatchingConfig(real_batch_per_class=30, outer_optimizer="sgd", outer_lr=0.01, clip=None,
+                                 match_loops=1, net_steps=0, seed=0)
+    distiller = GradientMatchingDistiller(memory, make_network, real_u8, real_y, (0.5,), (0.2,), cfg)
+    entry = distiller.outer_step()
+    assert entry["step"] == 1 and entry["outer_loss"] > 0
+    assert distance_on_step_zero_network() < before
+    with pytest.raises(ValueError, match="match_loops must be an integer >= 1"):
+        GradientMatchingConfig(match_loops=0).validate()
+
+
+def test_distill_with_dc_end_to_end_on_digits(isolated, capsys):
+    code = main(["distill", "--dataset", "digits", "--memory", "images", "--method", "dc", "--ipc", "2",
+                 "--backbone", "mlp", "--steps", "2", "--match-loops", "2", "--net-steps", "2", "--real-batch", "8",
+                 "--eval-networks", "1", "--eval-epochs", "3", "--out", "out", "--no-progress"])
+    assert code == 0
+    summary = json.loads((isolated / "out" / "summary.json").read_text())
+    assert summary["method"] == "dc" and summary["bptt_stored_mb"] is None
+    assert summary["config"]["match_loops"] == 2 and summary["memory_bytes"] == 20 * (64 * 4 + 8)
+    assert len((isolated / "out" / "log.jsonl").read_text().splitlines()) == 2

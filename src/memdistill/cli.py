@@ -221,7 +221,9 @@ def _add_distill_parsers(sub) -> None:
                        argument_default=argparse.SUPPRESS)
     d.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default mnist)")
     d.add_argument("--memory", help=f"one of: {', '.join(MEMORIES)} (default addressable)")
-    d.add_argument("--method", help=f"how the memory is learned: {', '.join(DISTILL_METHODS)} (default bptt)")
+    d.add_argument("--method", help=f"how the memory is learned: {', '.join(DISTILL_METHODS)} (default bptt; "
+                                    "dc = gradient matching, DC's public settings: --outer-optimizer sgd "
+                                    "--outer-lr 0.1 --outer-momentum 0.5 --real-batch 256)")
     d.add_argument("--ipc", type=int, help="budget in images per class (Eq. 4; default 1)")
     d.add_argument("--bases", type=int, help="addressable: number of bases K (default 16)")
     d.add_argument("--downsample", type=int, help="addressable: bases stored at 1/ds resolution (default 2)")
@@ -240,6 +242,11 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--augment", help=f"one of: {', '.join(AUGMENTATIONS)} (default none)")
     d.add_argument("--checkpoint-every", type=_optional_int,
                    help="BPTT checkpoint interval k (default ceil(sqrt(T)); 1 = keep every step)")
+    d.add_argument("--match-loops", type=_optional_int,
+                   help="dc: gradient matchings per outer step (default DC's: 1, 10, 50 for ipc 1, <=10, more)")
+    d.add_argument("--net-steps", type=_optional_int,
+                   help="dc: network SGD steps between matchings (default DC's: 1, 50, 10)")
+    d.add_argument("--net-lr", type=float, help="dc: the network's SGD lr between matchings (default 0.01)")
     d.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default convnet)")
     d.add_argument("--eval-networks", type=int, help="fresh networks trained on the memory (default 5)")
     d.add_argument("--eval-epochs", type=int, help="epochs per evaluation network (default 300)")

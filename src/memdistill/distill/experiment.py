@@ -9,8 +9,9 @@ What ``memdistill distill`` runs.  The folder gets::
     similarity.png  (addressable) class similarity of the addressing coefficients (Fig. 2)
 
 Options are checked (``ConfigError`` naming the flag) before data is read or
-anything is written.  ``method`` names how the memory is learned; only ``bptt``
-(Alg. 1) exists today, other strategies plug in beside it.
+anything is written.  ``method`` names how the memory is learned: ``bptt`` (Alg. 1,
+back-propagation through T momentum-SGD steps) or ``dc`` (single-step gradient
+matching, the DC baseline of Tables 1-2; ``distill/gradient_matching.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 from memdistill.config import ConfigError
 from memdistill.distill.augment import AUGMENTATIONS
 from memdistill.distill.bptt import OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
+from memdistill.distill.gradient_matching import GradientMatchingConfig, GradientMatchingDistiller, dc_loops
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_memory
 from memdistill.distill.memories import (MEMORIES, AddressableMemory, DistilledMemory, SyntheticImages,
                                          addressable_budget)
@@ -33,7 +35,7 @@ DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet")
 # (C, H, W) and classes of each dataset, so the budget is checked before data is read.
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
                   "cifar100": ((3, 32, 32), 100), "tinyimagenet": ((3, 64, 64), 200)}
-DISTILL_METHODS = ("bptt",)
+DISTILL_METHODS = ("bptt", "dc")
 INITS = ("real", "noise")
 
 
@@ -59,6 +61,9 @@ class DistillConfig:
     clip: float | None = 2.0
     augment: str = "none"
     checkpoint_every: int | None = None
+    match_loops: int | None = None       # dc: matchings per outer step (None: DC's for the ipc)
+    net_steps: int | None = None         # dc: network steps between matchings (None: DC's for the ipc)
+    net_lr: float = 0.01                 # dc: the network's SGD lr between matchings
     backbone: str = "convnet"
     eval_networks: int = 5
     eval_epochs: int = 300
@@ -117,9 +122,10 @@ def validate(cfg: DistillConfig) -> None:
         at_least(name, 1)
     for name in ("steps", "eval_epochs", "seed"):
         at_least(name, 0)
-    for name in ("inner_batch", "classes_per_step", "checkpoint_every", "eval_test_samples"):
+    for name in ("inner_batch", "classes_per_step", "checkpoint_every", "eval_test_samples", "match_loops"):
         at_least(name, 1, optional=True)
-    for name in ("inner_lr", "outer_lr", "eval_lr"):
+    at_least("net_steps", 0, optional=True)
+    for name in ("inner_lr", "outer_lr", "eval_lr", "net_lr"):
         positive(name)
     positive("clip", optional=True)
     fraction("inner_momentum")
@@ -209,12 +215,20 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
     started = time.perf_counter()
     log: list[dict] = []
     if cfg.steps > 0:
-        bptt = BPTTConfig(unroll=cfg.unroll, inner_lr=cfg.inner_lr, inner_momentum=cfg.inner_momentum,
-                          inner_batch=cfg.inner_batch, real_batch_per_class=cfg.real_batch,
-                          classes_per_step=cfg.classes_per_step, outer_optimizer=cfg.outer_optimizer,
-                          outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, clip=cfg.clip,
-                          augment=cfg.augment, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
-        distiller = BPTTDistiller(memory, make_network, train_x, train_y, mean, std, bptt, device)
+        common = dict(unroll=cfg.unroll, inner_lr=cfg.inner_lr, inner_momentum=cfg.inner_momentum,
+                      inner_batch=cfg.inner_batch, real_batch_per_class=cfg.real_batch,
+                      classes_per_step=cfg.classes_per_step, outer_optimizer=cfg.outer_optimizer,
+                      outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, clip=cfg.clip,
+                      augment=cfg.augment, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+        if cfg.method == "dc":
+            loops, steps = dc_loops(cfg.ipc)
+            dc = GradientMatchingConfig(**common, match_loops=cfg.match_loops or loops,
+                                        net_steps=steps if cfg.net_steps is None else cfg.net_steps,
+                                        net_lr=cfg.net_lr)
+            distiller = GradientMatchingDistiller(memory, make_network, train_x, train_y, mean, std, dc, device)
+        else:
+            distiller = BPTTDistiller(memory, make_network, train_x, train_y, mean, std,
+                                      BPTTConfig(**common), device)
         log = distiller.run(cfg.steps, progress=progress, log_every=cfg.log_every)
         atomic_write(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
     distill_s = time.perf_counter() - started
@@ -242,7 +256,7 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         "eval_s": evaluation["seconds"],
         "peak_rss_mb_distill": round(peak_distill, 1),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "bptt_stored_mb": log[-1]["stored_mb"] if log else None,
+        "bptt_stored_mb": log[-1].get("stored_mb") if log else None,
         "final_outer_loss": log[-1]["outer_loss"] if log else None,
         "evaluation": {k: evaluation[k] for k in ("n_networks", "test_samples", "schedule")},
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
