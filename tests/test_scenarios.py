@@ -81,3 +81,14 @@ def test_pacs_one_task_per_domain():
     assert sum(len(t.train_labels) for t in sc.tasks) == 56
     with pytest.raises(ScenarioError):
         build_scenario("pacs", n_tasks=3, source=src)
+
+
+def test_core50_one_task_per_session_in_natural_order():
+    sessions = [f"s{i}" for i in range(1, 12)]
+    src = make_source(num_classes=3, train_per_class=11, shape=(3, 8, 8), domains=sessions)
+    sc = build_scenario("core50", source=src)
+    assert [t.name for t in sc.tasks] == [f"domain s{i}" for i in range(1, 12)]
+    assert sc.kind == "domain-incremental" and all(t.classes == [0, 1, 2] for t in sc.tasks)
+    few = make_source(num_classes=3, train_per_class=8, shape=(3, 8, 8), domains=["s1", "s2"])
+    with pytest.raises(ScenarioError, match="needs 11 domains; the data has 2: s1, s2"):
+        build_scenario("core50", source=few)

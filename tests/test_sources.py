@@ -423,6 +423,21 @@ def test_pacs_domains_and_seeded_split(tmp_path):
     assert len(list((tmp_path / "cache").glob("pacs-*"))) == 1
 
 
+def test_core50_sessions_and_objects_in_natural_order(tmp_path):
+    sizes = {(f"s{i}", f"o{j}"): 5 for i in (1, 2, 10, 11) for j in (1, 2, 10)}
+    make_pacs(tmp_path / "data" / "core50_128x128", sizes)      # the official layout, unzipped
+    a = load_source("core50", data_dir=tmp_path / "data", seed=0, progress=False)
+    assert a.domain_names == ["s1", "s2", "s10", "s11"] and a.class_names == ["o1", "o2", "o10"]
+    assert len(a.train.labels) + len(a.test.labels) == 60 and a.train.images.shape[1:] == (3, 6, 6)
+    assert set(np.unique(a.test.domains)) == {0, 1, 2, 3}
+
+
+def test_core50_missing_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError, match="core50_128x128.zip.*vlomonaco.github.io/core50"):
+        load_source("core50", data_dir=tmp_path, progress=False)
+
+
 def test_digits():
     a = load_source("digits", seed=3)
     assert a.train.images.shape == (1257, 1, 8, 8) and a.test.images.shape == (540, 1, 8, 8)

@@ -108,6 +108,7 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     "rot-mnist": dict(backbone="mlp", setting="online", epochs=1, batch_size=10, lr=0.1),
     "perm-mnist": dict(backbone="mlp", setting="online", epochs=1, batch_size=10, lr=0.1),
     "pacs": dict(backbone="convnet", setting="offline", epochs=5, batch_size=32, lr=0.01),
+    "core50": dict(backbone="convnet", setting="offline", epochs=5, batch_size=32, lr=0.01),
 }
 
 

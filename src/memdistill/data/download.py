@@ -53,6 +53,15 @@ PACS_HELP = (
     "pacs/<domain>/<class>/<image> (or pacs_64x64/...), or a .tar.gz/.tar of that tree, "
     "in one of the data folders listed above.")
 
+CORE50_HELP = (
+    "CORe50 has no automatic download here. Get core50_128x128.zip from the authors' page "
+    "(https://vlomonaco.github.io/core50/), unzip it and place it as a folder "
+    "core50_128x128/s<session>/o<object>/<image> (or core50/...), or a .tar.gz/.tar of that tree, "
+    "in one of the data folders listed above.")
+
+# Sources without a canonical download: what to tell the user instead.
+NO_DOWNLOAD_HELP = {"pacs": PACS_HELP, "core50": CORE50_HELP}
+
 TIMEOUT_S = 60
 
 
@@ -71,8 +80,8 @@ def mirrors(name: str) -> list[str]:
 
 def download(name: str, root: Path, progress: bool = True) -> Path:
     """Fetch the canonical files of ``name`` into ``<root>/<name>-download/``; return that folder."""
-    if name == "pacs":
-        raise DataNotFoundError(PACS_HELP)
+    if name in NO_DOWNLOAD_HELP:
+        raise DataNotFoundError(NO_DOWNLOAD_HELP[name])
     if name not in RESOURCES:
         raise ValueError(f"no download for {name!r}; downloadable: {', '.join(RESOURCES)}")
     folder = folder_for(name, root)

@@ -70,6 +70,8 @@ SCENARIOS: dict[str, ScenarioSpec] = {
     "rot-mnist": ScenarioSpec("mnist", "domain-incremental", 20, default_samples_per_task=1000),
     "perm-mnist": ScenarioSpec("mnist", "domain-incremental", 20, default_samples_per_task=1000),
     "pacs": ScenarioSpec("pacs", "domain-incremental", 4, allowed_tasks=(4,)),
+    # one task per acquisition session (s1..s11), the 50 objects in every task
+    "core50": ScenarioSpec("core50", "domain-incremental", 11, allowed_tasks=(11,)),
 }
 
 # Per-channel normalisation of each source (the usual published statistics).
@@ -80,6 +82,7 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "pacs": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "core50": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 PACS_DOMAIN_ORDER = ("photo", "art_painting", "cartoon", "sketch")
@@ -130,8 +133,12 @@ def build_scenario(name: str, n_tasks: int | None = None, *, seed: int = 0,
     if spec.kind == "class-incremental":
         tasks, class_names = _class_incremental(name, source, n_tasks, class_order_seed,
                                                 samples_per_task, test_samples_per_task, rng)
-    elif name == "pacs":
-        tasks, class_names = _pacs(source, samples_per_task, test_samples_per_task, rng)
+    elif name in ("pacs", "core50"):
+        order = PACS_DOMAIN_ORDER if name == "pacs" else ()
+        tasks, class_names = _domains(name, source, samples_per_task, test_samples_per_task, rng, order)
+        if len(tasks) != n_tasks:
+            raise ScenarioError("--scenario", f"{name} has one task per domain and needs {n_tasks} domains; "
+                                              f"the data has {len(tasks)}: {', '.join(source.domain_names)}")
     else:
         tasks, class_names = _transformed_mnist(name, source, n_tasks, samples_per_task or
                                                 spec.default_samples_per_task,
@@ -214,11 +221,13 @@ def _transformed_mnist(name, source, n_tasks, n_train, n_test, rng):
     return tasks, list(source.class_names)
 
 
-def _pacs(source, n_train, n_test, rng):
+def _domains(name, source, n_train, n_test, rng, preferred_order=()):
+    """One task per domain of a multi-domain source: ``preferred_order`` first, then the
+    source's own (natural) order."""
     if source.domain_names is None or source.train.domains is None:
-        raise ScenarioError("--scenario", "pacs needs a source with domains")
+        raise ScenarioError("--scenario", f"{name} needs a source with domains")
     tasks = []
-    order = [d for d in PACS_DOMAIN_ORDER if d in source.domain_names]
+    order = [d for d in preferred_order if d in source.domain_names]
     order += [d for d in source.domain_names if d not in order]
     for t, domain in enumerate(order):
         d = source.domain_names.index(domain)

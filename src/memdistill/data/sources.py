@@ -15,7 +15,10 @@ In each root, for a source ``name``:
   Tiny-ImageNet zip).
 
 Extra names: pacs also as ``pacs_64x64``; its tree is ``<domain>/<class>/<image>`` with
-no train/test split (a seeded stratified split is made here). tinyimagenet also as
+no train/test split (a seeded stratified split is made here). core50 (also
+``core50_128x128``, the official release unzipped) has the same kind of tree,
+``s1..s11/o1..o50/<image>``: sessions are the domains, the 50 objects the classes,
+both in natural order (s2 before s10). tinyimagenet also as
 ``tiny-imagenet-200`` (folder, .zip or tar) in the official layout
 (``train/<wnid>/images/*``, ``val/images/*`` + ``val/val_annotations.txt``; val is the
 test split). ``data_dir`` may also point straight at an archive file, or at a folder that
@@ -41,10 +44,13 @@ from .archive import (DataCorruptError, DataError, DataNotFoundError, decode_ima
 __all__ = ["Split", "SourceData", "DataError", "DataNotFoundError", "DataCorruptError", "SOURCES",
            "load_source", "locate_source"]
 
-SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet", "pacs")
+SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet", "pacs", "core50")
+# Sources laid out as <domain>/<class>/<image>, with no train/test split of their own.
+DOMAIN_SOURCES: tuple[str, ...] = ("pacs", "core50")
 
-_CHANNELS = {"mnist": 1, "cifar10": 3, "cifar100": 3, "tinyimagenet": 3, "pacs": 3}
-_STEMS = {"pacs": ("pacs", "pacs_64x64"), "tinyimagenet": ("tinyimagenet", "tiny-imagenet-200")}
+_CHANNELS = {"mnist": 1, "cifar10": 3, "cifar100": 3, "tinyimagenet": 3, "pacs": 3, "core50": 3}
+_STEMS = {"pacs": ("pacs", "pacs_64x64"), "tinyimagenet": ("tinyimagenet", "tiny-imagenet-200"),
+          "core50": ("core50", "core50_128x128")}
 
 # (size in bytes, sha256) of the known release archives (shared/datasets/README.md). An archive
 # with one of these names and that size is checked when the cache is built; other sizes are
@@ -56,7 +62,7 @@ KNOWN_SHA256 = {
 }
 
 DIGITS_TEST_FRACTION = 0.3
-PACS_TEST_FRACTION = 0.2
+PACS_TEST_FRACTION = 0.2   # every domain source's seeded per-(domain, class) test share
 
 
 @dataclass
@@ -149,9 +155,9 @@ def _not_found_message(name: str, data_dir) -> str:
         places.append(f"{root} [{why}{'' if root.is_dir() else ', missing'}]")
     if not os.environ.get("MEMDISTILL_DATA"):
         places.append("$MEMDISTILL_DATA [not set]")
-    layout = ("<domain>/<class>/<image>" if name == "pacs"
+    layout = ("<domain>/<class>/<image>" if name in DOMAIN_SOURCES
               else "train/<class>/<image> + test/<class>/<image>")
-    fix = (". " + _download.PACS_HELP if name == "pacs"
+    fix = (". " + _download.NO_DOWNLOAD_HELP[name] if name in _download.NO_DOWNLOAD_HELP
            else ", or add --download (download=True) to fetch the canonical files")
     return (f"no data for source {name!r}: looked for {', '.join(_candidate_names(name))} "
             f"(a folder laid out as {layout}, or a .tar.gz/.tgz/.tar of it) in "
@@ -279,15 +285,15 @@ def _build_tree(name: str, src: Path, writer, progress: bool) -> dict:
         expected = None
     files = list(iter_files(src, _keep, expected_sha256=expected, progress=progress))
     where = (lambda parts: str(src.joinpath(*parts))) if src.is_dir() else (lambda parts: f"{src}:{'/'.join(parts)}")
-    if name == "pacs":
+    if name in DOMAIN_SOURCES:
         files = _strip_top(files, lambda first, lengths: min(lengths) >= 4)
         entries = [(p[0], p[1], p, d) for p, d in files if len(p) == 3 and is_image_name(p[-1])]
         if not entries:
             raise DataCorruptError(f"{src}: no images laid out as <domain>/<class>/<image>; "
                                    "check the archive/folder (or delete it and fetch it again).")
-        domain_names = sorted({e[0] for e in entries})
-        class_names = sorted({e[1] for e in entries})
-        entries.sort(key=lambda e: (e[0], e[1], _natural_key(e[2][-1]), e[2]))
+        domain_names = sorted({e[0] for e in entries}, key=_natural_key)
+        class_names = sorted({e[1] for e in entries}, key=_natural_key)
+        entries.sort(key=lambda e: (_natural_key(e[0]), _natural_key(e[1]), _natural_key(e[2][-1]), e[2]))
         groups = {"all": entries}
     else:
         files = _strip_top(files, lambda first, lengths: first not in ("train", "test", "val"))

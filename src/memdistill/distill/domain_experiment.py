@@ -1,6 +1,6 @@
 """One domain-incremental distillation run: options -> domains distilled in turn -> run folder.
 
-What ``memdistill distill --scenario rot-mnist|pacs --strategy ...`` runs.  After each
+What ``memdistill distill --scenario rot-mnist|pacs|core50 --strategy ...`` runs.  After each
 domain a fresh network is trained on the synthetic set (``distill/evaluate.py``) and
 tested on every domain seen, filling the accuracy matrix R[t][j].  The folder gets::
 
@@ -37,7 +37,7 @@ from memdistill.distill.matching import DISTANCES
 from memdistill.metrics import final_accuracy, forgetting
 from memdistill.nets import BACKBONES, build_backbone
 
-DOMAIN_SCENARIOS = ("rot-mnist", "pacs")
+DOMAIN_SCENARIOS = ("rot-mnist", "pacs", "core50")
 
 
 @dataclass
@@ -295,7 +295,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--strategy", help=f"with --scenario: one or more (comma-separated) of: {', '.join(STRATEGIES)} "
                                            "(default asymmetric)")
     parser.add_argument("--preset", help=f"with --scenario: one of {', '.join(PRESETS)} (strategies + reduced settings)")
-    parser.add_argument("--n-tasks", type=int, help="with --scenario: number of domains (default 20 rot-mnist, 4 pacs)")
+    parser.add_argument("--n-tasks", type=int, help="with --scenario: number of domains (default 20 rot-mnist, 4 pacs, 11 core50)")
     parser.add_argument("--samples-per-task", type=int, help="with --scenario: real training images per domain")
     parser.add_argument("--test-samples-per-task", type=int, help="with --scenario: test images per domain (default 500)")
     parser.add_argument("--iterations", type=int, help="with --scenario: DM iterations per domain (default 200)")
