@@ -223,21 +223,25 @@ class BPTTDistiller:
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255.0 - self.mean) / self.std
 
-    def outer_step(self) -> dict[str, float]:
-        cfg = self.config
-        started = time.perf_counter()
-        seed = _step_seed(cfg.seed, self.step)
+    def _begin_step(self) -> tuple[torch.Generator, list[int], nn.Module]:
+        """This step's random generator, label subset Y' (Alg. 1 line 4) and fresh network θ_0
+        (line 6), all determined by (seed, step) so a continued run repeats them."""
+        seed = _step_seed(self.config.seed, self.step)
         g = torch.Generator().manual_seed(seed)
         C = self.memory.num_classes
-        # Alg. 1 line 4: a subset of labels Y'.
-        n_cls = min(cfg.classes_per_step or C, C)
+        n_cls = min(self.config.classes_per_step or C, C)
         classes = torch.randperm(C, generator=g)[:n_cls].sort().values.tolist()
-        # Line 5: address the memories (Eq. 2) -> recalled set for Y', with a graph to φ.
-        recalled, labels = self.memory.recall(classes)
-        # Line 6: a fresh network θ_0.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = self.make_network().to(self.device)
+        return g, classes, net
+
+    def outer_step(self) -> dict[str, float]:
+        cfg = self.config
+        started = time.perf_counter()
+        g, classes, net = self._begin_step()
+        # Line 5: address the memories (Eq. 2) -> recalled set for Y', with a graph to φ.
+        recalled, labels = self.memory.recall(classes)
         theta0 = {n: p.detach() for n, p in net.named_parameters()}
         # Line 9: the minibatch of every inner step, drawn now so recomputation repeats it.
         n = len(labels)

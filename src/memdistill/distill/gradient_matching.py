@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from memdistill.distill.augment import flip_rotate
-from memdistill.distill.bptt import BPTTConfig, BPTTDistiller, _step_seed
+from memdistill.distill.bptt import BPTTConfig, BPTTDistiller
 
 
 def dc_loops(ipc: int) -> tuple[int, int]:
@@ -84,14 +84,7 @@ class GradientMatchingDistiller(BPTTDistiller):
     def outer_step(self) -> dict[str, float]:
         cfg: GradientMatchingConfig = self.config
         started = time.perf_counter()
-        seed = _step_seed(cfg.seed, self.step)
-        g = torch.Generator().manual_seed(seed)
-        C = self.memory.num_classes
-        n_cls = min(cfg.classes_per_step or C, C)
-        classes = torch.randperm(C, generator=g)[:n_cls].sort().values.tolist()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = self.make_network().to(self.device)
+        g, classes, net = self._begin_step()
         params = [p for p in net.parameters() if p.requires_grad]
         net_optimizer = torch.optim.SGD(params, lr=cfg.net_lr)
         losses, norms = [], []

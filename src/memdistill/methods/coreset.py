@@ -26,7 +26,6 @@ import torch
 from memdistill.memory import ClassBalancedBuffer, MemoryBatch
 from memdistill.methods.base import Learner
 from memdistill.methods.lwf import LwF
-from memdistill.methods.distillation import softened_kl
 
 
 class Coreset:
@@ -74,10 +73,19 @@ class Coreset:
 
 
 class _CoresetMixin:
-    """What both coreset methods share: the coreset, its bytes and its state."""
+    """What both coreset methods share: the coreset, its bytes, its task hooks and its state."""
 
-    def _init_coreset(self) -> None:
-        self.coreset = Coreset(self.ctx.buffer, self.ctx.input_shape, self.device)
+    def __init__(self, model, ctx, **options):
+        super().__init__(model, ctx, **options)
+        self.coreset = Coreset(ctx.buffer, ctx.input_shape, self.device)
+
+    def begin_task(self, task) -> None:
+        super().begin_task(task)
+        self.coreset.begin_task(task)
+
+    def end_task(self, task) -> None:
+        super().end_task(task)
+        self.coreset.end_task(self.generator)
 
     def _stream_and_coreset(self, images, labels, task_id):
         """Preprocessed stream + coreset images and their labels; the stream goes to staging."""
@@ -95,19 +103,21 @@ class _CoresetMixin:
     def memory_detail(self) -> dict[str, int]:
         return dict(self.coreset.store.nbytes_detail)
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "coreset": self.coreset.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.coreset.load_state_dict(state["coreset"])
+
 
 class NaiveRehearsal(_CoresetMixin, Learner):
     """Naive rehearsal (ABD Tables 1-2): fine-tuning on each task's data plus a class-balanced coreset."""
     name = "naive-rehearsal"
     needs_buffer = True
 
-    def __init__(self, model, ctx, **options):
-        super().__init__(model, ctx, **options)
-        self._init_coreset()
-
     def begin_task(self, task) -> None:
         super().begin_task(task)
-        self.coreset.begin_task(task)
         self.optimizer = self.make_optimizer()      # reset each task, as the reference does
 
     def observe(self, images, labels, task_id):
@@ -116,19 +126,9 @@ class NaiveRehearsal(_CoresetMixin, Learner):
         self.step(loss)
         return {"loss": loss.item()}
 
-    def end_task(self, task) -> None:
-        self.coreset.end_task(self.generator)
-
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.seen_mask(super().predict(images))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "coreset": self.coreset.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.coreset.load_state_dict(state["coreset"])
 
 
 class LwFCoreset(_CoresetMixin, LwF):
@@ -136,34 +136,5 @@ class LwFCoreset(_CoresetMixin, LwF):
     name = "lwf-coreset"
     needs_buffer = True
 
-    def __init__(self, model, ctx, **options):
-        super().__init__(model, ctx, **options)
-        self._init_coreset()
-
-    def begin_task(self, task) -> None:
-        super().begin_task(task)
-        self.coreset.begin_task(task)
-
     def observe(self, images, labels, task_id):
-        x, y = self._stream_and_coreset(images, labels, task_id)
-        logits = self.forward(x)
-        ce = self.seen_cross_entropy(logits, y)
-        if self.previous is None:
-            self.step(ce)
-            return {"loss": ce.item()}
-        previous_logits, _ = self.previous_forward(x)
-        kd = softened_kl(logits[:, self.class_index(self.old_classes)], previous_logits, self.opts["temperature"])
-        loss = ce + self.opts["kd_weight"] * kd
-        self.step(loss)
-        return {"loss": loss.item(), "ce": ce.item(), "kd": kd.item()}
-
-    def end_task(self, task) -> None:
-        super().end_task(task)
-        self.coreset.end_task(self.generator)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "coreset": self.coreset.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.coreset.load_state_dict(state["coreset"])
+        return self.lwf_step(*self._stream_and_coreset(images, labels, task_id))

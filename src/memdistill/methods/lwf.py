@@ -26,7 +26,10 @@ class LwF(DistillationLearner):
         check_options(self.name, self.opts, non_negative=("kd_weight",), positive=("temperature",))
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
-        x = self.preprocess(images, self.generator)
+        return self.lwf_step(self.preprocess(images, self.generator), labels)
+
+    def lwf_step(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One step of LwF's loss on the (preprocessed) batch ``x``."""
         logits = self.forward(x)
         ce = self.seen_cross_entropy(logits, labels)
         if self.previous is None:
