@@ -42,7 +42,7 @@ def test_compare_on_digits_runs_every_kind_at_equal_bytes(isolated, capsys):
     holds = {r.split(" | ")[0][2:] + "/" + r.split(" | ")[1]: r.split(" | ")[3] for r in rows}
     assert holds["generator/fixed (one point, not a line)"] == "width 4, fixed size"
     assert holds["exemplars/6KB"].endswith(" samples") and "G_w" in holds["exemplars+ddn/12KB"]
-    assert "img/class/task" in holds["distilled-images/12KB"] and "recalls/task" in holds["addressable/12KB"]
+    assert "img/class/task" in holds["distilled-images/12KB"] and "recalls/class/task" in holds["addressable/12KB"]
     assert (out / "compare.png").stat().st_size > 5000
     summaries = _summaries(out)
     assert len(summaries) == len(rows)

@@ -206,7 +206,7 @@ class DistilledImages(MemoryKind):
                 holds.append(f"{fitted} img/class/task")
             else:
                 side = shape.input_shape[1] // fitted.downsample
-                holds.append(f"{fitted.num_bases} bases at {side}x{side}, {fitted.recalls} recalls/task")
+                holds.append(f"{fitted.num_bases} bases at {side}x{side}, {fitted.recalls} recalls/class/task")
         method_args = {**args, "memory": self.memory, "budget_bytes": int(budget)}
         if self.quantize:
             method_args["quantize"] = self.quantize
