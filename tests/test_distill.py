@@ -428,3 +428,28 @@ def test_distill_with_dc_end_to_end_on_digits(isolated, capsys):
     assert summary["method"] == "dc" and summary["bptt_stored_mb"] is None
     assert summary["config"]["match_loops"] == 2 and summary["memory_bytes"] == 20 * (64 * 4 + 8)
     assert len((isolated / "out" / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_table_preset_runs_every_row_once_and_writes_the_table(isolated, capsys):
+    argv = ["distill", "--preset", "rtp-table1-mnist-ipc1", "--dataset", "digits", "--backbone", "mlp",
+            "--steps", "1", "--unroll", "2", "--real-batch", "4", "--bases", "8", "--eval-networks", "1",
+            "--eval-epochs", "2", "--eval-test-samples", "100", "--out", "t1", "--no-progress"]
+    assert main(argv) == 0
+    table = (isolated / "t1" / "table.md").read_text()
+    for row in ("random-real", "dc", "bptt-images", "bptt-no-momentum", "bptt-short-unroll", "addressable"):
+        summary = json.loads((isolated / "t1" / row / "summary.json").read_text())
+        assert f"| {row} | {summary['memory']} |" in table
+    rows = {r: json.loads((isolated / "t1" / r / "summary.json").read_text())["config"]
+            for r in ("random-real", "dc", "bptt-no-momentum", "addressable")}
+    assert rows["random-real"]["steps"] == 0 and rows["dc"]["method"] == "dc" and rows["dc"]["steps"] == 1
+    assert rows["bptt-no-momentum"]["inner_momentum"] == 0.0 and rows["addressable"]["bases"] == 8
+    assert rows["addressable"]["inner_batch"] == 10
+    # equal bytes: the addressable row fits the images' budget
+    sizes = {r: json.loads((isolated / "t1" / r / "summary.json").read_text())["memory_bytes"]
+             for r in ("bptt-images", "addressable")}
+    assert sizes["addressable"] <= sizes["bptt-images"]
+    stamps = {p: p.stat().st_mtime_ns for p in (isolated / "t1").rglob("summary.json")}
+    assert main(argv) == 0                                   # finished rows are not run again
+    assert {p: p.stat().st_mtime_ns for p in (isolated / "t1").rglob("summary.json")} == stamps
+    assert main(["distill", "--preset", "rtp-nothing", "--out", "x", "--no-progress"]) == 2
+    assert "unknown preset 'rtp-nothing'" in capsys.readouterr().err

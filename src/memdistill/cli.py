@@ -281,12 +281,16 @@ def _add_distill_parsers(sub) -> None:
 def cmd_distill(args: argparse.Namespace) -> int:
     import json
 
-    from memdistill.distill.experiment import DistillConfig, run_distillation, validate
+    from memdistill.distill.experiment import TABLE_PRESETS, DistillConfig, run_distillation, run_table, validate
 
+    options = {k: v for k, v in vars(args).items() if k in DistillConfig.option_names()}
+    if getattr(args, "preset", None) in TABLE_PRESETS and "scenario" not in args:
+        out = Path(getattr(args, "out", None) or f"runs/{args.preset}")
+        run_table(args.preset, options, out, progress=getattr(args, "progress", True))
+        return 0
     if "scenario" in args or "preset" in args:
         from memdistill.distill.domain_experiment import run_from_args
         return run_from_args(args)
-    options = {k: v for k, v in vars(args).items() if k in DistillConfig.option_names()}
     cfg = DistillConfig(**options)
     validate(cfg)
     out = Path(getattr(args, "out", None) or f"runs/distill-{cfg.dataset}-{cfg.memory}-ipc{cfg.ipc}")

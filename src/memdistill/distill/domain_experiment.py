@@ -294,7 +294,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scenario", help=f"domain-incremental distillation on one of: {', '.join(DOMAIN_SCENARIOS)}")
     parser.add_argument("--strategy", help=f"with --scenario: one or more (comma-separated) of: {', '.join(STRATEGIES)} "
                                            "(default asymmetric)")
-    parser.add_argument("--preset", help=f"with --scenario: one of {', '.join(PRESETS)} (strategies + reduced settings)")
+    from memdistill.distill.experiment import TABLE_PRESETS
+    parser.add_argument("--preset", help=f"a table: one of {', '.join(TABLE_PRESETS)} (Remember the Past's "
+                                         f"Tables 1-2 at equal bytes, one folder per row), or with --scenario "
+                                         f"one of {', '.join(PRESETS)} (strategies + reduced settings)")
     parser.add_argument("--n-tasks", type=int, help="with --scenario: number of domains (default 20 rot-mnist, 4 pacs, 11 core50)")
     parser.add_argument("--samples-per-task", type=int, help="with --scenario: real training images per domain")
     parser.add_argument("--test-samples-per-task", type=int, help="with --scenario: test images per domain (default 500)")
@@ -327,7 +330,10 @@ def run_from_args(args) -> int:
     preset = getattr(args, "preset", None)
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError("--preset", f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+            from memdistill.distill.experiment import TABLE_PRESETS
+            raise ConfigError("--preset", f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}"
+                                          + (f", and without --scenario {', '.join(TABLE_PRESETS)}"
+                                             if "scenario" not in vars(args) else ""))
         options.update(PRESETS[preset]["options"])
         strategies = list(PRESETS[preset]["strategies"])
     options.update(given)

@@ -16,6 +16,7 @@ matching, the DC baseline of Tables 1-2; ``distill/gradient_matching.py``).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -177,6 +178,67 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
     x = (train_images[pick].float() / 255.0 - m) / s
     return AddressableMemory.from_real(x, train_labels[pick], num_classes, budget.num_bases, budget.recalls,
                                        cfg.downsample, g, mean, std)
+
+
+# Remember the Past's Tables 1-2 at equal bytes, one run folder per row.  The shared options
+# are the reduced CPU protocol of docs/benchmarks.md (80 outer steps, 16 real images per
+# class, 3 evaluation networks x 300 epochs on 2,000 test images); flags given with the
+# preset replace them (e.g. --steps 50000 --eval-networks 20 --eval-test-samples none for
+# the paper's protocol on a GPU).  Row options define the row and are not replaced.
+TABLE_ROWS: dict[str, dict] = {
+    "random-real": {"memory": "images", "steps": 0},
+    "dc": {"memory": "images", "method": "dc", "outer_optimizer": "sgd", "outer_lr": 0.1, "outer_momentum": 0.5},
+    "bptt-images": {"memory": "images"},
+    "bptt-no-momentum": {"memory": "images", "inner_momentum": 0.0},
+    "bptt-short-unroll": {"memory": "images", "unroll": 2},
+    "addressable": {"memory": "addressable"},
+}
+# (bases and downsample apply to the addressable row only: 32 bases at 1/2 size; its inner
+# steps take minibatches of as many recalls as the images rows hold, so its inner loop
+# costs what theirs does.)
+_TABLE_COMMON = {"steps": 80, "unroll": 10, "real_batch": 16, "checkpoint_every": 1, "outer_optimizer": "adam",
+                 "outer_lr": 0.01, "clip": 2.0, "eval_networks": 3, "eval_epochs": 300, "eval_test_samples": 2000,
+                 "bases": 32, "downsample": 2}
+TABLE_PRESETS: dict[str, dict] = {
+    f"rtp-table1-{dataset}-ipc{ipc}": {
+        "options": {**_TABLE_COMMON, "dataset": dataset, "ipc": ipc},
+        "rows": {**TABLE_ROWS, "addressable": {"memory": "addressable", "inner_batch": ipc * 10}}}
+    for dataset in ("mnist", "cifar10") for ipc in (1, 10)
+}
+
+
+def run_table(preset: str, given: dict, out: str | Path, progress: bool = True) -> list[dict]:
+    """Every row of a table preset into ``out/<row>/`` (a row already finished under the same
+    options is read back, not run again), then ``out/table.md``; returns the summaries."""
+    from memdistill.results import atomic_write
+    if preset not in TABLE_PRESETS:
+        raise ConfigError("--preset", f"unknown preset {preset!r}; allowed: {', '.join(TABLE_PRESETS)}")
+    spec = TABLE_PRESETS[preset]
+    configs = {label: DistillConfig(**{**spec["options"], **given, **row}) for label, row in spec["rows"].items()}
+    for cfg in configs.values():
+        validate(cfg)          # every row checked before any runs
+    out = Path(out)
+    summaries = []
+    for label, cfg in configs.items():
+        folder = out / label
+        done = folder / "summary.json"
+        if done.exists() and json.loads(done.read_text()).get("config") == asdict(cfg):
+            summaries.append(json.loads(done.read_text()))
+        else:
+            summaries.append(run_distillation(cfg, folder, progress=progress))
+        s = summaries[-1]
+        print(f"[distill] {label}: {s['accuracy']['mean']:.2f} ± {s['accuracy']['std']:.2f} %, "
+              f"{s['memory_bytes']} bytes -> {folder}", file=sys.stderr)
+    lines = [f"# {preset}", "", "| row | memory | method | bytes | recalled samples | test accuracy (%) | "
+             "distill s | s / outer step |", "|---|---|---|---|---|---|---|---|"]
+    for label, s in zip(configs, summaries):
+        step = "–" if s["outer_step_s"] is None else f"{s['outer_step_s']:.2f}"
+        lines.append(f"| {label} | {s['memory']} | {s['method'] if s['config']['steps'] else '–'} | "
+                     f"{s['memory_bytes']} | {s['recalled_samples']} | {s['accuracy']['mean']:.2f} ± "
+                     f"{s['accuracy']['std']:.2f} | {s['distill_s']:.0f} | {step} |")
+    atomic_write(out / "table.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summaries
 
 
 def _peak_rss_mb() -> float:
