@@ -1,4 +1,4 @@
-"""TensorBoard scalars of a run, read back; W&B missing gives a clear error."""
+"""TensorBoard scalars of a run, read back; W&B through a stand-in module; W&B missing gives a clear error."""
 import json
 import sys
 from pathlib import Path
@@ -47,3 +47,36 @@ def test_missing_wandb_is_a_one_line_error(isolated, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == "memdistill run: error: --wandb: needs Weights & Biases: pip install 'memdistill[wandb]'"
     assert not Path("w").exists()
+
+
+def test_wandb_gets_the_same_scalars(isolated, monkeypatch):
+    """The W&B path against a stand-in module: init with the run's config, the scalars, finish."""
+    import importlib.machinery
+    import types
+
+    calls = {"init": [], "log": [], "finish": 0}
+
+    class Run:
+        def log(self, scalars, step):
+            calls["log"].append((step, dict(scalars)))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = lambda **kw: calls["init"].append(kw) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+
+    assert main(RUN + ["--wandb", "my-project", "--out", "w"]) == 0
+    (init,) = calls["init"]
+    assert init["project"] == "my-project" and init["config"]["method"] == "er" and init["resume"] == "allow"
+    assert calls["finish"] == 1
+    R = matrix_from_csv(Path("w/accuracy_class_il.csv").read_text())
+    logged = [s["class_il/task_0"] for _, s in calls["log"] if "class_il/task_0" in s]
+    assert logged == pytest.approx([row[0] for row in R], abs=1e-3)
+    steps = [step for step, _ in calls["log"]]
+    assert steps == sorted(steps) and any("loss/loss" in s for _, s in calls["log"])
+    # the W&B run id depends only on the run folder, so a resumed run continues it
+    assert main(RUN + ["--wandb", "my-project", "--out", "w", "--no-resume"]) == 0
+    assert calls["init"][1]["id"] == init["id"]
