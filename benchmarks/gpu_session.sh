@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The full-size runs that need a GPU, in blocks that each fit one call of the device tool
+# (10 minutes a command, 30 minutes of device time a session).  Block times are estimates
+# for an H100 (a resnet18 online Split CIFAR-10 run is ~1,565 steps of batch 64), not
+# measurements: the first session that runs a block should record what it took.
+#
+# Once, in the checkout (the data does not travel with ../shared):
+#   echo /data/ >> .git/info/exclude; mkdir -p data; cp ../shared/datasets/cifar10.tar.gz data/
+# Then one device-tool call per block, e.g.
+#   run(command="bash benchmarks/gpu_session.sh ddn-m200-s01", carry=["data"])
+# and unpack what comes back:  tar xzf <files_at>/results-ddn-m200-s01.tar.gz -C benchmarks/out/gpu
+#
+# Blocks:
+#   ddn-m200-s01   DDN Table 1, buffer 200, seeds 0-1: 8 methods (4 baselines +- DDN), resnet18 (~8 min)
+#   ddn-m500-s01   the same at buffer 500 (~8 min)
+#   ddn-s2         both buffers, seed 2 (~8 min)
+#   speed          ER step vs bare step, fp32 vs bf16, on the GPU (~1 min)
+set -euo pipefail
+block=${1:?usage: bash benchmarks/gpu_session.sh BLOCK (ddn-m200-s01 | ddn-m500-s01 | ddn-s2 | speed)}
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH=$root/src MEMDISTILL_DATA=$root/data MEMDISTILL_CACHE=/tmp/mdcache PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+out=$root/runs/gpu
+md() { "$python" -m memdistill.cli "$@"; }
+table1() {  # table1 BUFFER SEED...
+    local buffer=$1
+    shift
+    md run --preset "ddn/table1-cifar10-online-m$buffer" --seed "$@" --device cuda --no-progress \
+        --no-figures --out "$out/table1-m$buffer"
+}
+
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+started=$(date +%s)
+case $block in
+    ddn-m200-s01) table1 200 0 1 ;;
+    ddn-m500-s01) table1 500 0 1 ;;
+    ddn-s2) table1 200 2; table1 500 2 ;;
+    speed)
+        mkdir -p "$out"
+        for backbone in reduced-resnet18 resnet18; do
+            "$python" "$root/benchmarks/speed_er.py" --device cuda --backbone "$backbone" --iters 50 --rounds 3 \
+                | tee "$out/speed-$backbone.txt"
+        done ;;
+    *) echo "unknown block $block" >&2; exit 2 ;;
+esac
+echo "block $block took $(( $(date +%s) - started )) s"
+# Summaries, matrices, configs and logs come back; checkpoints stay on the machine.
+tar czf "${OUT:-$root}/results-$block.tar.gz" -C "$out" --exclude='*.pt' .
