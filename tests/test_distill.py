@@ -453,3 +453,44 @@ def test_table_preset_runs_every_row_once_and_writes_the_table(isolated, capsys)
     assert {p: p.stat().st_mtime_ns for p in (isolated / "t1").rglob("summary.json")} == stamps
     assert main(["distill", "--preset", "rtp-nothing", "--out", "x", "--no-progress"]) == 2
     assert "unknown preset 'rtp-nothing'" in capsys.readouterr().err
+
+
+# -- ZCA whitening ----------------------------------------------------------------------------------
+
+def test_zca_whitens_and_round_trips(tmp_path):
+    from memdistill.distill.zca import ZCA
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(12, 12, generator=g)
+    x = (torch.randn(3000, 12, generator=g) @ mixing + 3.0).reshape(3000, 3, 2, 2)
+    zca = ZCA.fit(x, eps=1e-6)
+    white = zca(x).reshape(3000, -1)
+    cov = torch.cov(white.T)
+    assert torch.allclose(cov, torch.eye(12), atol=2e-3) and white.mean(0).abs().max() < 1e-4
+    assert torch.allclose(zca.whitening, zca.whitening.T, atol=1e-5)            # ZCA, not PCA: symmetric
+    chunked = ZCA.fit(x, eps=1e-6, chunk=7)
+    assert torch.allclose(chunked.whitening, zca.whitening, atol=1e-4)
+    u8 = torch.randint(0, 256, (50, 1, 2, 2), generator=g, dtype=torch.uint8)
+    via = ZCA.fit(u8, eps=0.1, to_input=lambda t: (t.float() / 255 - 0.5) / 0.2)
+    direct = ZCA.fit((u8.float() / 255 - 0.5) / 0.2, eps=0.1)
+    assert torch.allclose(via.whitening, direct.whitening, atol=1e-5)
+    zca.save(tmp_path / "zca.pt")
+    back = ZCA.load(tmp_path / "zca.pt")
+    assert torch.equal(back.whitening, zca.whitening) and back.eps == zca.eps
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a ZCA file"):
+        ZCA.load(tmp_path / "other.pt")
+
+
+def test_distill_with_zca_end_to_end_on_digits(isolated, capsys):
+    code = main(["distill", "--dataset", "digits", "--memory", "images", "--backbone", "mlp", "--zca",
+                 "--steps", "2", "--unroll", "2", "--real-batch", "4", "--eval-networks", "1",
+                 "--eval-epochs", "3", "--out", "z", "--no-progress"])
+    assert code == 0
+    summary = json.loads((isolated / "z" / "summary.json").read_text())
+    assert summary["zca"] == {"eps": 0.1, "file": "zca.pt"} and (isolated / "z" / "zca.pt").exists()
+    capsys.readouterr()
+    base = ["evaluate-memory", "z/memory.pt", "--dataset", "digits", "--backbone", "mlp", "--eval-networks", "1",
+            "--eval-epochs", "3", "--no-progress"]
+    assert main(base + ["--zca", "z/zca.pt"]) == 0
+    assert main(base + ["--zca", "z/memory.pt"]) == 2
+    assert "--zca: cannot read z/memory.pt" in capsys.readouterr().err

@@ -247,6 +247,9 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--net-steps", type=_optional_int,
                    help="dc: network SGD steps between matchings (default DC's: 1, 50, 10)")
     d.add_argument("--net-lr", type=float, help="dc: the network's SGD lr between matchings (default 0.01)")
+    d.add_argument("--zca", action="store_true",
+                   help="ZCA-whiten the input space (real, memory and test images); saved as zca.pt")
+    d.add_argument("--zca-eps", type=float, help="ZCA regulariser added to the eigenvalues (default 0.1)")
     d.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default convnet)")
     d.add_argument("--eval-networks", type=int, help="fresh networks trained on the memory (default 5)")
     d.add_argument("--eval-epochs", type=int, help="epochs per evaluation network (default 300)")
@@ -272,6 +275,7 @@ def _add_distill_parsers(sub) -> None:
     e.add_argument("--eval-lr", type=float, default=0.01)
     e.add_argument("--eval-batch", type=int, default=256)
     e.add_argument("--eval-test-samples", type=_optional_int, default=None)
+    e.add_argument("--zca", help="the zca.pt of a memory distilled with --zca (test images are whitened alike)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--data-dir")
     e.add_argument("--cache-dir")
@@ -308,7 +312,8 @@ def cmd_evaluate_memory(args: argparse.Namespace) -> int:
 
     result = evaluate_memory_file(args.file, args.dataset, args.eval_networks, args.eval_epochs,
                                   args.eval_lr, args.eval_batch, args.backbone, args.seed,
-                                  args.eval_test_samples, args.data_dir, args.cache_dir, args.progress)
+                                  args.eval_test_samples, args.data_dir, args.cache_dir, args.progress,
+                                  zca=args.zca)
     print(json.dumps(result))
     return 0
 

@@ -198,8 +198,10 @@ class BPTTDistiller:
 
     def __init__(self, memory: DistilledMemory, make_network: Callable[[], nn.Module],
                  real_images: torch.Tensor, real_labels: torch.Tensor, mean, std,
-                 config: BPTTConfig, device: torch.device | str = "cpu"):
+                 config: BPTTConfig, device: torch.device | str = "cpu",
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         config.validate()
+        self.transform = transform      # applied after normalisation (e.g. ZCA whitening)
         self.memory = memory
         self.make_network = make_network
         self.config = config
@@ -221,7 +223,8 @@ class BPTTDistiller:
         self.step = 0
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255.0 - self.mean) / self.std
+        x = (images.float() / 255.0 - self.mean) / self.std
+        return x if self.transform is None else self.transform(x)
 
     def _begin_step(self) -> tuple[torch.Generator, list[int], nn.Module]:
         """This step's random generator, label subset Y' (Alg. 1 line 4) and fresh network θ_0

@@ -39,14 +39,15 @@ class HeldOutImages:
     labels: torch.Tensor
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None   # after normalising (ZCA)
 
     def batches(self, batch_size: int, device: torch.device):
         shape = (1, -1, 1, 1)
         mean = torch.tensor(self.mean, device=device).reshape(shape)
         std = torch.tensor(self.std, device=device).reshape(shape)
         for start in range(0, len(self.labels), batch_size):
-            x = self.images[start:start + batch_size].to(device).float() / 255.0
-            yield (x - mean) / std, self.labels[start:start + batch_size].to(device)
+            x = (self.images[start:start + batch_size].to(device).float() / 255.0 - mean) / std
+            yield (x if self.transform is None else self.transform(x)), self.labels[start:start + batch_size].to(device)
 
 
 def train_fresh_network(images: torch.Tensor, labels: torch.Tensor, make_network: Callable[[], nn.Module],

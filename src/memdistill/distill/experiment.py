@@ -65,6 +65,8 @@ class DistillConfig:
     match_loops: int | None = None       # dc: matchings per outer step (None: DC's for the ipc)
     net_steps: int | None = None         # dc: network steps between matchings (None: DC's for the ipc)
     net_lr: float = 0.01                 # dc: the network's SGD lr between matchings
+    zca: bool = False                    # whiten the input space (distill/zca.py)
+    zca_eps: float = 0.1
     backbone: str = "convnet"
     eval_networks: int = 5
     eval_epochs: int = 300
@@ -126,7 +128,7 @@ def validate(cfg: DistillConfig) -> None:
     for name in ("inner_batch", "classes_per_step", "checkpoint_every", "eval_test_samples", "match_loops"):
         at_least(name, 1, optional=True)
     at_least("net_steps", 0, optional=True)
-    for name in ("inner_lr", "outer_lr", "eval_lr", "net_lr"):
+    for name in ("inner_lr", "outer_lr", "eval_lr", "net_lr", "zca_eps"):
         positive(name)
     positive("clip", optional=True)
     fraction("inner_momentum")
@@ -150,8 +152,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: torch.Tensor,
-                 num_classes: int, mean, std) -> DistilledMemory:
-    """The starting memory at the budget of ``cfg.ipc`` images per class."""
+                 num_classes: int, mean, std, transform=None) -> DistilledMemory:
+    """The starting memory at the budget of ``cfg.ipc`` images per class (real images
+    pass through ``transform`` after normalising, e.g. ZCA)."""
+    transform = transform or (lambda x: x)
     g = torch.Generator().manual_seed(cfg.seed)
     image_shape = tuple(train_images.shape[1:])
     if cfg.memory == "images":
@@ -161,7 +165,7 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
         s = torch.tensor(std).reshape(1, -1, 1, 1)
         pick = torch.cat([torch.nonzero(train_labels == c).flatten()[
             torch.randperm(int((train_labels == c).sum()), generator=g)[:cfg.ipc]] for c in range(num_classes)])
-        x = (train_images[pick].float() / 255.0 - m) / s
+        x = transform((train_images[pick].float() / 255.0 - m) / s)
         return SyntheticImages(x, train_labels[pick], num_classes, mean, std)
     try:
         budget = addressable_budget(cfg.ipc, num_classes, image_shape, cfg.bases, cfg.downsample)
@@ -175,7 +179,7 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
     per_class = -(-budget.num_bases // num_classes)
     pick = torch.cat([torch.nonzero(train_labels == c).flatten()[
         torch.randperm(int((train_labels == c).sum()), generator=g)[:per_class]] for c in range(num_classes)])
-    x = (train_images[pick].float() / 255.0 - m) / s
+    x = transform((train_images[pick].float() / 255.0 - m) / s)
     return AddressableMemory.from_real(x, train_labels[pick], num_classes, budget.num_bases, budget.recalls,
                                        cfg.downsample, g, mean, std)
 
@@ -267,13 +271,19 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         keep = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.eval_test_samples]
         test_x, test_y = test_x[keep.sort().values], test_y[keep.sort().values]
 
-    memory = build_memory(cfg, train_x, train_y, num_classes, mean, std).to(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    zca = None
+    if cfg.zca:
+        from memdistill.distill.zca import ZCA
+        m, s = torch.tensor(mean).reshape(1, -1, 1, 1), torch.tensor(std).reshape(1, -1, 1, 1)
+        zca = ZCA.fit(train_x, cfg.zca_eps, to_input=lambda u8: (u8.float() / 255.0 - m) / s)
+        zca.save(out / "zca.pt")
+    memory = build_memory(cfg, train_x, train_y, num_classes, mean, std, zca).to(device)
 
     def make_network():
         return build_backbone(cfg.backbone, image_shape, num_classes)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     log: list[dict] = []
     if cfg.steps > 0:
@@ -287,10 +297,11 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
             dc = GradientMatchingConfig(**common, match_loops=cfg.match_loops or loops,
                                         net_steps=steps if cfg.net_steps is None else cfg.net_steps,
                                         net_lr=cfg.net_lr)
-            distiller = GradientMatchingDistiller(memory, make_network, train_x, train_y, mean, std, dc, device)
+            distiller = GradientMatchingDistiller(memory, make_network, train_x, train_y, mean, std, dc, device,
+                                                  transform=zca)
         else:
             distiller = BPTTDistiller(memory, make_network, train_x, train_y, mean, std,
-                                      BPTTConfig(**common), device)
+                                      BPTTConfig(**common), device, transform=zca)
         log = distiller.run(cfg.steps, progress=progress, log_every=cfg.log_every)
         atomic_write(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
     distill_s = time.perf_counter() - started
@@ -302,7 +313,7 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         class_similarity_heatmap(memory, out / "similarity.png", class_names=source.class_names)
 
     schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch)
-    test = HeldOutImages(test_x, test_y, mean, std)
+    test = HeldOutImages(test_x, test_y, mean, std, zca)
     evaluation = evaluate_memory(memory, make_network, test, cfg.eval_networks, schedule,
                                  seed=cfg.seed, progress=progress)
     step_seconds = [e["seconds"] for e in log]
@@ -321,6 +332,7 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         "bptt_stored_mb": log[-1].get("stored_mb") if log else None,
         "final_outer_loss": log[-1]["outer_loss"] if log else None,
         "evaluation": {k: evaluation[k] for k in ("n_networks", "test_samples", "schedule")},
+        "zca": None if zca is None else {"eps": zca.eps, "file": "zca.pt"},
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "config": asdict(cfg),
     }
@@ -334,7 +346,7 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
 def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, epochs: int = 300,
                          lr: float = 0.01, batch_size: int = 256, backbone: str = "convnet",
                          seed: int = 0, test_samples: int | None = None, data_dir=None, cache_dir=None,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, zca: str | Path | None = None) -> dict:
     """``memdistill evaluate-memory FILE``: the evaluation protocol on a saved memory."""
     from memdistill.data.scenarios import NORMALISATION
     from memdistill.data.sources import load_source
@@ -347,6 +359,13 @@ def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, ep
     if n_networks < 1:
         raise ConfigError("--eval-networks", f"must be an integer >= 1 (got {n_networks})")
     memory = load_memory(path)
+    transform = None
+    if zca is not None:
+        from memdistill.distill.zca import ZCA
+        try:
+            transform = ZCA.load(zca)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ConfigError("--zca", f"cannot read {zca}: {e}") from None
     source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, seed=seed, progress=progress)
     test_x = torch.from_numpy(source.test.images.copy())
     test_y = torch.from_numpy(source.test.labels.copy())
@@ -360,7 +379,7 @@ def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, ep
     mean, std = NORMALISATION[dataset]
     shape = memory.image_shape
     result = evaluate_memory(memory, lambda: build_backbone(backbone, shape, memory.num_classes),
-                             HeldOutImages(test_x, test_y, mean, std), n_networks,
+                             HeldOutImages(test_x, test_y, mean, std, transform), n_networks,
                              TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size), seed, progress)
     result["kind"] = memory.kind
     return result
