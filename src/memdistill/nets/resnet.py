@@ -13,19 +13,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from memdistill.nets.base import Backbone
+from memdistill.nets.batchnorm import BatchNorm2d
 
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), BatchNorm2d(planes)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ class ResNet18(Backbone):
     def __init__(self, in_channels: int, num_classes: int, nf: int = 64):
         body = nn.Sequential()
         body.add_module("conv1", nn.Conv2d(in_channels, nf, 3, 1, 1, bias=False))
-        body.add_module("bn1", nn.BatchNorm2d(nf))
+        body.add_module("bn1", BatchNorm2d(nf))
         body.add_module("relu", nn.ReLU())
         planes = nf
         for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2), (8, 2)]):
@@ -65,7 +66,7 @@ class ResNet32(Backbone):
     def __init__(self, in_channels: int, num_classes: int):
         body = nn.Sequential()
         body.add_module("conv1", nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False))
-        body.add_module("bn1", nn.BatchNorm2d(16))
+        body.add_module("bn1", BatchNorm2d(16))
         body.add_module("relu", nn.ReLU())
         planes = 16
         for i, (width, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
