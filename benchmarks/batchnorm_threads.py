@@ -1,9 +1,11 @@
 """Batch-norm forward/backward time on CPU by dtype, memory layout and thread count.
 
-Why bf16 training speeds up less on 2 threads than on 1 (docs/benchmarks.md,
-"bf16 on an AMX CPU"): the channels-last batch-norm backward.
+Why bf16 training sped up less on 2 threads than on 1 (docs/benchmarks.md,
+"bf16 on an AMX CPU"): PyTorch's channels-last batch-norm backward.  For
+channels-last tensors it also times memdistill's ``BatchNorm2d`` (``row`` below),
+which takes its row-view route where that kernel is slow.
 
-    python benchmarks/batchnorm_threads.py --threads 1 2
+    python benchmarks/batchnorm_threads.py --threads 1 2 --shape 64 20 32 32
 """
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ import time
 import torch
 import torch.nn.functional as F
 
+from memdistill.nets.batchnorm import BatchNorm2d
 
-def time_batchnorm(x: torch.Tensor, reps: int) -> tuple[float, float]:
-    """Seconds per forward and per backward of training-mode batch norm on ``x``."""
+
+def time_batchnorm(x: torch.Tensor, reps: int, row: bool = False) -> tuple[float, float]:
+    """Seconds per forward and per backward of training-mode batch norm on ``x``
+    (PyTorch's kernel, or with ``row`` memdistill's ``BatchNorm2d``)."""
     c = x.shape[1]
     weight, bias = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
     mean, var = torch.zeros(c), torch.ones(c)
-    bn = lambda: F.batch_norm(x, mean, var, weight, bias, True, 0.1, 1e-5)
+    module = BatchNorm2d(c)
+    bn = (lambda: module(x)) if row else (lambda: F.batch_norm(x, mean, var, weight, bias, True, 0.1, 1e-5))
     grad = torch.randn_like(bn())
     for _ in range(3):
         bn().backward(grad)
@@ -47,9 +53,11 @@ def main() -> None:
                 x = torch.randn(*args.shape).to(dtype)
                 if layout == "channels-last":
                     x = x.contiguous(memory_format=torch.channels_last)
-                forward, backward = time_batchnorm(x.requires_grad_(), args.reps)
-                print(f"threads {threads} {str(dtype)[6:]:8s} {layout:13s} "
-                      f"forward {forward * 1e3:6.2f} ms  backward {backward * 1e3:6.2f} ms")
+                x.requires_grad_()
+                for kernel in ("torch", "row") if layout == "channels-last" else ("torch",):
+                    forward, backward = time_batchnorm(x, args.reps, row=kernel == "row")
+                    print(f"threads {threads} {str(dtype)[6:]:8s} {layout:13s} {kernel:5s} "
+                          f"forward {forward * 1e3:6.2f} ms  backward {backward * 1e3:6.2f} ms")
 
 
 if __name__ == "__main__":
