@@ -196,6 +196,10 @@ def test_abd_resumes_with_the_same_results(digits, tmp_path):
     # one generator per task boundary (none after the last task); its bytes are the memory
     assert len(whole["synthesis_s_per_task"]) == 4 and all(s > 0 for s in whole["synthesis_s_per_task"])
     assert whole["synthesis_skipped_steps"] == 0
+    # the collapse diagnostic: 256 samples labelled among the classes seen at each boundary
+    counts = whole["synthesis_class_counts_per_task"]
+    assert resumed["synthesis_class_counts_per_task"] == counts
+    assert [len(c) for c in counts] == [2, 4, 6, 8] and all(sum(c.values()) == 256 for c in counts)
     assert whole["class_il"]["acc"] > 0 and all(math.isfinite(v) for v in whole["class_il"].values())
     assert whole["memory_bytes"] == sum(t.numel() * t.element_size() for t in b["image_generator"].values())
 

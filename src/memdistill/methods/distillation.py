@@ -72,6 +72,7 @@ class DistillationLearner(Learner):
         self.new_classes: list[int] = []
         self.synthesis_seconds: list[float] = []
         self.synthesis_skipped_steps: list[int] = []
+        self.synthesis_class_counts: list[dict[int, int]] = []
         self.image_generator: ImageGenerator | None = None
         if self.synthesises:
             check_options(self.name, self.opts, positive=("generator_lr", "alpha_temp"),
@@ -99,6 +100,7 @@ class DistillationLearner(Learner):
             result = self.train_image_generator()
             self.synthesis_seconds.append(result["synthesis_s"])
             self.synthesis_skipped_steps.append(result["skipped_steps"])
+            self.synthesis_class_counts.append(self.synthetic_class_counts(task.index))
 
     def frozen_copy(self) -> torch.nn.Module:
         previous = copy.deepcopy(self.model)
@@ -114,6 +116,20 @@ class DistillationLearner(Learner):
                                  o["generator_steps"], self.synthetic_batch_size, self.generator_optimizer,
                                  weights, noise=self.generator)
         return result
+
+    @torch.no_grad()
+    def synthetic_class_counts(self, task_index: int, n: int = 256) -> dict[int, int]:
+        """How theta_{n-1} labels ``n`` fresh generator samples, per class seen so far.
+
+        A collapsed generator shows as one class taking most samples (docs/benchmarks.md,
+        ABD).  The noise comes from its own seeded generator, so recording this does not
+        change the run's random stream."""
+        x = self.image_generator.sample(n, torch.Generator().manual_seed(task_index), self.device)
+        with self.autocast():
+            logits = self.previous(x).float()
+        seen = self.class_index(self.seen_classes)
+        labels = seen[logits[:, seen].argmax(1)]
+        return {int(c): int((labels == c).sum()) for c in self.seen_classes}
 
     @property
     def synthetic_batch_size(self) -> int:
@@ -180,6 +196,9 @@ class DistillationLearner(Learner):
         return {"synthesis_s_per_task": [round(s, 3) for s in self.synthesis_seconds],
                 "synthesis_s": round(sum(self.synthesis_seconds), 3),
                 "synthesis_skipped_steps": sum(self.synthesis_skipped_steps),
+                # per task boundary: how the frozen model labels 256 generator samples
+                "synthesis_class_counts_per_task": [{str(c): k for c, k in counts.items()}
+                                                    for counts in self.synthesis_class_counts],
                 "generator_steps": self.opts["generator_steps"]}
 
     def state_dict(self) -> dict:
@@ -187,7 +206,9 @@ class DistillationLearner(Learner):
         state.update(previous=None if self.previous is None else self.previous.state_dict(),
                      old_classes=list(self.old_classes), new_classes=list(self.new_classes),
                      synthesis_seconds=list(self.synthesis_seconds),
-                     synthesis_skipped_steps=list(self.synthesis_skipped_steps))
+                     synthesis_skipped_steps=list(self.synthesis_skipped_steps),
+                     synthesis_class_counts=[[[c, k] for c, k in counts.items()]
+                                             for counts in self.synthesis_class_counts])
         if self.image_generator is not None:
             state.update(image_generator=self.image_generator.state_dict(),
                          generator_optimizer=self.generator_optimizer.state_dict())
@@ -203,6 +224,8 @@ class DistillationLearner(Learner):
         self.new_classes = list(state["new_classes"])
         self.synthesis_seconds = [float(s) for s in state["synthesis_seconds"]]
         self.synthesis_skipped_steps = [int(s) for s in state.get("synthesis_skipped_steps", [])]
+        self.synthesis_class_counts = [{int(c): int(k) for c, k in counts}
+                                       for counts in state.get("synthesis_class_counts", [])]
         if self.image_generator is not None:
             self.image_generator.load_state_dict(state["image_generator"])
             self.generator_optimizer.load_state_dict(state["generator_optimizer"])
