@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 # PyTorch's kernel is fast when C is a multiple of 16 (16, 32, 48, 64, 80, 160 measured)
-# and 1.5-4x slower than the row path at 12, 20, 24 and 36; at 40 and 60 the two are level.
+# and 1.5-4x slower than the row path at 12, 20, 24 and 36; at 40 and 60 the two are level
+# (`python benchmarks/batchnorm_threads.py --threads 2 --shape 64 C 32 32`).
 FAST_MAX_CHANNELS = 64
 _ROW_GROUP = 64          # r: rows of C values folded into one long row
 
