@@ -103,3 +103,51 @@ def test_run_writes_the_papers_figures(digits, tmp_path):
     assert np.allclose(probs.sum(1), 1.0, atol=1e-3)
     final = (tmp_path / "final_task_accuracy.csv").read_text()
     assert f"ACC,{summary['class_il']['acc']:.2f}" in final
+
+
+def test_lr_milestones_decay_the_lr_within_each_task(digits, monkeypatch):
+    """--lr-milestones: lr x gamma at the start of each listed epoch, back to --lr at every
+    task (the optimiser of a data-free learner is even rebuilt there)."""
+    from memdistill.methods.er import ExperienceReplay as ER
+    seen = []
+    observe = ER.observe
+
+    def spy(self, images, labels, task_id):
+        seen.append((task_id, self.optimizer.param_groups[0]["lr"]))
+        return observe(self, images, labels, task_id)
+
+    monkeypatch.setattr(ER, "observe", spy)
+    scenario = _scenario(digits)
+    cfg = RunConfig(method="er", buffer=20, setting="offline", epochs=3, lr=0.1, batch_size=64,
+                    lr_milestones=[1, 2], lr_gamma=0.5)
+    engine.run(cfg, None, scenario, progress=False)
+    for task in scenario.tasks:
+        per_epoch = -(-len(task.train_labels) // 64)
+        lrs = [lr for t, lr in seen if t == task.index]
+        assert lrs == pytest.approx([0.1] * per_epoch + [0.05] * per_epoch + [0.025] * per_epoch)
+
+
+@pytest.mark.parametrize("bad", [[0], [3, 2], [2, 2], "10"])
+def test_lr_milestones_are_checked(bad):
+    with pytest.raises(engine.ConfigError, match="--lr-milestones"):
+        engine.check(RunConfig(method="er", lr_milestones=bad))
+    with pytest.raises(engine.ConfigError, match="--lr-gamma"):
+        engine.check(RunConfig(method="er", lr_gamma=0))
+
+
+def test_a_run_folder_from_before_an_option_existed_still_resumes(digits, tmp_path):
+    """A stored config without a newer option had that option's default: not a change."""
+    import yaml
+    cfg = RunConfig(method="er", buffer=20)
+    with pytest.raises(engine.Interrupted):
+        engine.run(cfg, tmp_path, _scenario(digits), progress=False, stop_after_task=1)
+    ckpt_path = tmp_path / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for key in ("lr_milestones", "lr_gamma"):
+        del ckpt["config"][key]
+    torch.save(ckpt, ckpt_path)
+    resumed = engine.run(cfg, tmp_path, _scenario(digits), progress=False)
+    assert resumed["num_tasks"] == 5
+    stored = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert cfg.resolved().changed_options({k: v for k, v in stored.items() if k != "lr_gamma"}) == []
+    assert cfg.resolved().changed_options({**stored, "lr_gamma": 0.5}) == ["lr_gamma"]

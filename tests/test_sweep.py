@@ -162,3 +162,11 @@ def test_submitit_executor_runs_the_jobs(isolated):
     summaries = run_jobs(jobs, "slurm", slurm={"cluster": "debug"}, threads_per_run=1, progress=False)
     assert [comparable(s) for s in summaries] == [comparable(s) for s in reference]
     assert Path("slurm/.submitit").is_dir()
+
+
+def test_lr_milestones_is_one_list_valued_option_and_sweeps_as_lists_of_lists():
+    one = expand({"method": "er", "lr_milestones": [2, 3]})
+    assert len(one) == 1 and one[0].config.lr_milestones == [2, 3]
+    two = expand({"method": "er"}, {"lr_milestones": [[2], [2, 3]]})
+    assert [j.config.lr_milestones for j in two] == [[2], [2, 3]]
+    assert len({j.name for j in two}) == 2

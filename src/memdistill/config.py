@@ -42,6 +42,11 @@ class RunConfig:
     batch_size: int | None = None         # stream batch
     replay_batch_size: int | None = None  # samples drawn from memory per step
     lr: float | None = None
+    # Step decay within each task (MultiStepLR restarted per task, as ABD's public code):
+    # the lr is multiplied by lr_gamma at the start of each epoch listed (0-based count of
+    # epochs done), e.g. [100, 150, 200] with 250 epochs.
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
     n_tasks: int | None = None
@@ -87,6 +92,14 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def changed_options(self, stored: dict[str, Any], ignore=frozenset()) -> list[str]:
+        """Options whose value differs from ``stored`` (a run folder's config).  A key the
+        stored config lacks was written before the option existed: it had the default."""
+        defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                    for f in dataclasses.fields(self)}
+        return sorted(k for k, v in self.to_dict().items()
+                      if k not in ignore and stored.get(k, defaults[k]) != v)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
@@ -138,6 +151,13 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
         if not isinstance(value, (int, float)) or value < 0 or (option == "--lr" and value == 0):
             raise ConfigError(option, f"must be a {'positive' if option == '--lr' else 'non-negative'} "
                                       f"number (got {value!r})")
+    milestones = cfg.lr_milestones
+    if not isinstance(milestones, list) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) \
+            or any(a >= b for a, b in zip(milestones, milestones[1:])):
+        raise ConfigError("--lr-milestones", f"must be increasing epoch counts >= 1 (got {milestones!r})")
+    if isinstance(cfg.lr_gamma, bool) or not isinstance(cfg.lr_gamma, (int, float)) or not cfg.lr_gamma > 0:
+        raise ConfigError("--lr-gamma", f"must be a positive number (got {cfg.lr_gamma!r})")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith(("cuda", "mps")):
         raise ConfigError("--device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
     kind = SCENARIOS[cfg.scenario].kind

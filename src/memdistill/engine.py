@@ -174,8 +174,7 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
     if folder is not None and resume:
         ckpt = folder.load_checkpoint()
         if ckpt is not None:
-            changed = sorted(k for k in config_dict if k not in RESUME_FREE
-                             and ckpt["config"].get(k) != config_dict[k])
+            changed = cfg.changed_options(ckpt["config"], RESUME_FREE)
             if changed:
                 raise ConfigError("--out", f"{folder.path} holds a run with different options "
                                            f"({', '.join(changed)}); choose another --out or pass --no-resume")
@@ -256,7 +255,11 @@ def _train_task(learner: Learner, task: Task, cfg: RunConfig, stream_gen: torch.
     total = num_batches(len(labels), cfg.batch_size, cfg.epochs)
     bar = tqdm(total=total, desc=f"task {task.index + 1}/{T}", disable=not progress,
                leave=False, dynamic_ncols=True, file=sys.stderr)
+    steps_per_epoch = num_batches(len(labels), cfg.batch_size, 1)
     for step, idx in enumerate(batch_indices(len(labels), cfg.batch_size, cfg.epochs, stream_gen)):
+        if cfg.lr_milestones and step % steps_per_epoch == 0:
+            epoch = step // steps_per_epoch
+            learner.scale_lr(cfg.lr_gamma ** sum(m <= epoch for m in cfg.lr_milestones))
         idx = idx.to(device)
         losses = learner.observe(images[idx], labels[idx], task.index)
         state.samples += len(idx)

@@ -45,6 +45,8 @@ TIMING_KEYS = ("wall_s", "train_s", "eval_s", "samples_per_s", "peak_mem_mb", "d
 
 # Options whose value is a mapping: merged (not replaced) when a grid overrides a preset.
 DICT_OPTIONS = ("method_args", "plugin_args")
+# Options whose single value is a list: a flat list is that value; sweep with a list of lists.
+LIST_OPTIONS = ("lr_milestones",)
 
 # Test-only: "RUN_NAME@TASK" makes a local worker kill itself (SIGKILL) right after
 # the checkpoint of TASK of that run, as a crashed machine would.  Read only in
@@ -86,6 +88,8 @@ def expand(options: dict[str, Any], grid: dict[str, list] | None = None, source:
     options = dict(options)
     grid = dict(grid or {})
     for key, value in list(options.items()):
+        if key in LIST_OPTIONS and isinstance(value, list) and not any(isinstance(v, list) for v in value):
+            continue
         if isinstance(value, list):
             grid.setdefault(key, options.pop(key))
         elif key in grid:
@@ -193,8 +197,7 @@ def is_finished(folder: Path, cfg: RunConfig) -> bool:
     if not (folder / "summary.json").exists() or not config_path.exists():
         return False
     stored = yaml.safe_load(config_path.read_text()) or {}
-    wanted = cfg.to_dict()
-    return all(stored.get(k) == v for k, v in wanted.items() if k not in engine.RESUME_FREE)
+    return not cfg.changed_options(stored, engine.RESUME_FREE)
 
 
 def run_jobs(jobs: list[Job], out: str | os.PathLike, *, workers: int = 1, ray: str | None = None,

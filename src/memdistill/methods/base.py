@@ -90,6 +90,12 @@ class Learner:
         return torch.optim.SGD(self.model.parameters(), lr=self.ctx.lr, momentum=self.ctx.momentum,
                                weight_decay=self.ctx.weight_decay)
 
+    def scale_lr(self, factor: float) -> None:
+        """The classifier's learning rate set to ``factor`` times the one its optimiser was
+        made with (the engine's per-task step schedule, ``--lr-milestones``)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
     def autocast(self):
         if self.ctx.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
