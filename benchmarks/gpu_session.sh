@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full-size runs that need a GPU, in blocks that each fit one call of the device tool
-# (10 minutes a command, 30 minutes of device time a session).  Block times are estimates
-# for an H100 (a resnet18 online Split CIFAR-10 run is ~1,565 steps of batch 64), not
-# measurements: the first session that runs a block should record what it took.
+# (10 minutes a command; since 2026-12 a task drawn for a device gets 15 minutes of device
+# time in all, start-up included, so plan one block per session).  Block times are
+# estimates for an H100/H200 (a resnet18 online Split CIFAR-10 run is ~1,565 steps of
+# batch 64), not measurements: the first session that runs a block should record them.
 #
 # Once, in the checkout (the data does not travel with ../shared):
 #   echo /data/ >> .git/info/exclude; mkdir -p data; cp ../shared/datasets/cifar10.tar.gz data/
