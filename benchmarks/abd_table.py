@@ -3,7 +3,8 @@
 Usage: python benchmarks/abd_table.py OUT [UPPER]
 OUT holds LABEL/seedS run folders; the runs labelled UPPER (default ``upper-bound``,
 joint training) give the offline accuracy A_offline that Omega is normalised by
-(their final accuracy over all classes, for the same seed).
+(their final accuracy over all classes, for the same seed).  FM is class-IL forgetting
+from each run's summary.json; the per-seed column lists A_N / Omega / FM by seed.
 """
 from __future__ import annotations
 
@@ -34,23 +35,27 @@ def main(out: str, upper_label: str = "upper-bound") -> None:
         runs.setdefault(summary.parent.parent.name, {})[int(summary.parent.name[4:])] = summary.parent
     upper = {seed: metrics.final_accuracy_all_classes(matrix(f)) for seed, f in runs.get(upper_label, {}).items()}
     labels = sorted(runs, key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
-    print("| method | A_N (%) | Omega (%) | synthesis s / task | wall s | seeds |")
-    print("|---|---|---|---|---|---|")
+    print("| method | A_N (%) | Omega (%) | FM | per seed: A_N / Omega / FM | synthesis s / task | wall s | seeds |")
+    print("|---|---|---|---|---|---|---|---|")
     for label in labels:
-        a_n, omega, synth, wall = [], [], [], []
+        a_n, omega, fm, synth, wall, per_seed = [], [], [], [], [], []
         for seed, folder in sorted(runs[label].items()):
             R = matrix(folder)
             s = json.loads((folder / "summary.json").read_text())
             a_n.append(metrics.final_accuracy_all_classes(R))
             if seed in upper:
                 omega.append(100.0 if label == upper_label else metrics.omega(R, upper[seed]))
+            fm.append(s["class_il"]["fm"])
+            per_seed.append(f"{seed}: {a_n[-1]:.2f} / " + (f"{omega[-1]:.1f}" if seed in upper else "–")
+                            + f" / {fm[-1]:.1f}")
             synth += s.get("synthesis_s_per_task", [])
             wall.append(s["wall_s"])
 
         def fmt(v):
             return "–" if not v else f"{np.mean(v):.1f} ± {np.std(v):.1f}"
         syn = f"{np.mean(synth):.1f}" if synth else "–"
-        print(f"| {label} | {fmt(a_n)} | {fmt(omega)} | {syn} | {np.mean(wall):.0f} | {len(a_n)} |")
+        print(f"| {label} | {fmt(a_n)} | {fmt(omega)} | {fmt(fm)} | {'; '.join(per_seed)} | {syn} | "
+              f"{np.mean(wall):.0f} | {len(a_n)} |")
 
 
 if __name__ == "__main__":
