@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The domain-incremental distillation tables on the paper's 20 Rotated-MNIST domains
+# (presets didd-rot-mnist-20 and didd-rot-mnist-20-ablation: reduced per-domain settings,
+# docs/benchmarks.md): the main rows (finetune, EWC, MAS, LwF, stable, asymmetric, joint)
+# and the ablation's extra row (asymmetric-linear), for each IPC and seed.
+# Usage: SEEDS="0 1 2" IPCS="1 10" bash benchmarks/didd_rot_mnist_20.sh [OUT]
+# (default OUT benchmarks/out/didd-rot-mnist-20; IPC 1 goes to OUT, IPC N > 1 to OUT-ipcN).
+# A strategy whose folder holds a summary is not run again.  On the 2-core Xeon one IPC-1
+# strategy takes ~5 minutes on 1 thread (joint ~3); two scripts with disjoint SEEDS can
+# run side by side.
+set -euo pipefail
+out=${1:-benchmarks/out/didd-rot-mnist-20}
+memdistill=${MEMDISTILL:-memdistill}
+for ipc in ${IPCS:-1}; do
+    folder=$out
+    [ "$ipc" = 1 ] || folder=$out-ipc$ipc
+    for seed in ${SEEDS:-0 1 2}; do
+        for strategy in finetune asymmetric stable ewc mas lwf joint asymmetric-linear; do
+            [ -f "$folder/seed$seed/$strategy/summary.json" ] && continue
+            preset=didd-rot-mnist-20
+            [ "$strategy" = asymmetric-linear ] && preset=didd-rot-mnist-20-ablation
+            $memdistill distill --preset $preset --strategy $strategy --ipc "$ipc" --seed "$seed" \
+                --no-progress --out "$folder/seed$seed/$strategy"
+        done
+    done
+    ${PYTHON:-python} "$(dirname "$0")/didd_table.py" "$folder"
+done
