@@ -22,6 +22,7 @@ import torch
 from memdistill import engine, metrics
 from memdistill.cli import _method_arg
 from memdistill.config import RunConfig, load_preset
+from memdistill.logging_backends import ScalarLog
 
 
 def features(learner, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +50,8 @@ def main() -> None:
     state = engine.RunState(class_il=[], task_il=[], log=[])
     generator_after_task1 = None
     for task in scenario.tasks[:2]:
-        engine._train_task(learner, task, cfg, stream, state, device, False, len(scenario.tasks))
+        engine._train_task(learner, task, cfg, stream, state, device, False, len(scenario.tasks),
+                           ScalarLog(cfg, None))
         if task.index == 0:
             generator_after_task1 = copy.deepcopy(learner.image_generator)
     t1, t2 = scenario.tasks[0], scenario.tasks[1]
