@@ -106,8 +106,8 @@ def test_run_writes_the_papers_figures(digits, tmp_path):
 
 
 def test_lr_milestones_decay_the_lr_within_each_task(digits, monkeypatch):
-    """--lr-milestones: lr x gamma at the start of each listed epoch, back to --lr at every
-    task (the optimiser of a data-free learner is even rebuilt there)."""
+    """--lr-milestones: lr x gamma at the start of each listed epoch, back to --lr at the
+    start of every task (ER keeps one optimiser across tasks)."""
     from memdistill.methods.er import ExperienceReplay as ER
     seen = []
     observe = ER.observe
