@@ -3,6 +3,7 @@ DDN plug-in's variants (the Table 3 comparison of the DDN paper, in miniature).
 
     python benchmarks/ddn_digits.py --seeds 5                 # the quickstart setting
     python benchmarks/ddn_digits.py --seeds 5 --online --buffer 50
+    python benchmarks/ddn_digits.py --seeds 5 --online --buffer 50 --only ddn   # a subset
 
 Prints one line per variant: class-IL ACC and FM, mean ± std over seeds, and the
 mean training seconds (compare those only within one run of this script).
@@ -22,6 +23,7 @@ VARIANTS = [
     ("er", None, {}),
     ("er, buffer CE counted twice", "label-smoothing", {"eps": 0.0, "hard": True}),
     ("ddn (defaults: hard, step, every 2)", "ddn", {}),
+    ("ddn, G's scores centred (center=true)", "ddn", {"center": True}),
     ("ddn, full look-ahead every step", "ddn", {"lookahead": "own", "every": 1}),
     ("ddn, hard label replaced (Eq. 7 alone)", "ddn", {"hard": False, "lookahead": "own", "every": 1}),
     ("ddn, G frozen at init, hard replaced", "ddn", {"hard": False, "lr": 1e-12}),
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--buffer", type=int, default=100)
     parser.add_argument("--online", action="store_true", help="one pass, batch 10 (default: the quickstart's offline setting)")
+    parser.add_argument("--only", metavar="TEXT", help="run only the variants whose label contains TEXT")
     args = parser.parse_args()
     if args.seeds < 2:
         parser.error("--seeds: need at least 2 for a standard deviation")
@@ -44,7 +47,10 @@ def main() -> None:
     setting = dict(setting="online", batch_size=10) if args.online else {}
     print(f"seq-digits, buffer {args.buffer}, {'online' if args.online else 'offline 5 epochs'}, "
           f"{args.seeds} seeds")
-    for label, plugin, options in VARIANTS:
+    variants = [v for v in VARIANTS if args.only is None or args.only in v[0]]
+    if not variants:
+        parser.error(f"--only: no variant label contains {args.only!r}")
+    for label, plugin, options in variants:
         accs, fms, secs = [], [], []
         for seed in range(args.seeds):
             cfg = RunConfig(method="er", buffer=args.buffer, seed=seed, plugin=plugin,

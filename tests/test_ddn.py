@@ -102,6 +102,20 @@ def test_g_old_ema_mixing():
     assert all(not w.requires_grad for w in plugin.old.parameters())
 
 
+def test_centred_scores_cannot_carry_a_class_prior():
+    plugin = DataDistillNet(center=True)
+    er_with(plugin)
+    p = probs(4)
+    centred = plugin.generate(p)
+    with torch.no_grad():
+        plugin.net[-1].bias.add_(torch.tensor([5.0, -3.0, 0.0, 1.0, 0.0, 0.0]))   # a class prior
+    assert torch.allclose(plugin.generate(p), centred, atol=1e-6)
+    # the scores are the batch-centred ones; uncentred, the prior would show
+    z = plugin.net(p)
+    assert torch.allclose(centred, plugin.seen_softmax(z - z.mean(0, keepdim=True)), atol=1e-6)
+    assert not torch.allclose(plugin.seen_softmax(z), centred, atol=1e-2)
+
+
 # -- the hypergradient ------------------------------------------------------------------
 
 def unrolled_outer_loss(plugin, model, batch, x_in, x_out, y_out, free_names):
@@ -251,6 +265,8 @@ def test_options_are_checked():
         DataDistillNet(every=0)
     with pytest.raises(ValueError, match="eps"):
         PLUGINS["label-smoothing"](eps=2)
+    with pytest.raises(ValueError, match="center must be true or false"):
+        DataDistillNet(center="yes")
 
 
 # -- the plug-in in each replay method ----------------------------------------------------

@@ -56,6 +56,9 @@ gradients is the first-order form of the same quantity.)  Cost options:
   default 2: with ``step``, 1.40x ER's step time, docs/benchmarks.md);
 * ``params="head"``: look-ahead and hypergradient over the linear head only
   (features computed once without gradient): far cheaper, an approximation.
+* ``center=True`` (ours): G's scores centred on the batch mean before the softmax,
+  so G can only tilt samples differently, not give all of them one class prior (the
+  collapse measured on CIFAR-10, docs/benchmarks.md).
 
 The outer batch has ``outer_batch`` samples (32), the fraction ``outer_stream``
 (0.5) from the stream batch, the rest from the buffer.  The look-ahead forwards use
@@ -115,9 +118,12 @@ class LabelPlugin(Plugin):
 
     def check_options(self) -> None:
         self._require("alpha", lambda v: v >= 0, "a number >= 0")
-        if not isinstance(self.opts["hard"], bool):
-            raise ValueError(f"plugin {self.name}: option hard must be true or false "
-                             f"(got {self.opts['hard']!r})")
+        self._require_bool("hard")
+
+    def _require_bool(self, key: str) -> None:
+        if not isinstance(self.opts[key], bool):
+            raise ValueError(f"plugin {self.name}: option {key} must be true or false "
+                             f"(got {self.opts[key]!r})")
 
     def _require(self, key: str, ok, what: str) -> None:
         value = self.opts[key]
@@ -365,12 +371,16 @@ def label_net(num_classes: int, hidden: int) -> nn.Sequential:
 class DataDistillNet(BilevelLabels):
     """The DDN plug-in: y~ = normalise(onehot + (1 - beta) G_w(p) + beta G_old(p))."""
     name = "ddn"
-    options = {**BilevelLabels.options, "beta": 0.9, "hidden": 200}
+    # center=True (ours, not the paper's) subtracts the batch mean of G's scores: G can then
+    # not learn a sample-independent class prior, the collapse measured on CIFAR-10
+    # (docs/benchmarks.md, "What G learned").
+    options = {**BilevelLabels.options, "beta": 0.9, "hidden": 200, "center": False}
 
     def check_options(self) -> None:
         super().check_options()
         self._require("beta", lambda v: 0 <= v <= 1, "a number in [0, 1]")
         self._require("hidden", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+        self._require_bool("center")
 
     def build(self) -> None:
         ctx = self.learner.ctx
@@ -382,11 +392,16 @@ class DataDistillNet(BilevelLabels):
 
     def generate(self, probs: torch.Tensor) -> torch.Tensor:
         """(1 - beta) G_w(p) + beta G_old(p) (Eq. 8); G_w alone before a G_old exists."""
-        g = self.seen_softmax(self.net(probs))
+        g = self.seen_softmax(self.scores(self.net, probs))
         if self.old is not None:
             beta = self.opts["beta"]
-            g = (1 - beta) * g + beta * self.seen_softmax(self.old(probs))
+            g = (1 - beta) * g + beta * self.seen_softmax(self.scores(self.old, probs))
         return g
+
+    def scores(self, net: nn.Module, probs: torch.Tensor) -> torch.Tensor:
+        """G's unnormalised scores, centred on the batch mean with ``center=True``."""
+        z = net(probs)
+        return z - z.mean(0, keepdim=True) if self.opts["center"] else z
 
     def soft_labels(self, batch, probs):
         # "we additionally add the corresponding one-hot label to y~ and then apply
