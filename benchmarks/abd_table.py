@@ -3,8 +3,10 @@
 Usage: python benchmarks/abd_table.py OUT [UPPER]
 OUT holds LABEL/seedS run folders; the runs labelled UPPER (default ``upper-bound``,
 joint training) give the offline accuracy A_offline that Omega is normalised by
-(their final accuracy over all classes, for the same seed).  FM is class-IL forgetting
-from each run's summary.json; the per-seed column lists A_N / Omega / FM by seed.
+(their final accuracy over all classes, for the same seed).  UPPER may instead list
+those accuracies, ``SEED=ACC,SEED=ACC,...``, when the joint runs' folders are gone.
+FM is class-IL forgetting from each run's summary.json; the per-seed column lists
+A_N / Omega / FM by seed.
 """
 from __future__ import annotations
 
@@ -33,7 +35,10 @@ def main(out: str, upper_label: str = "upper-bound") -> None:
     runs: dict[str, dict[int, Path]] = {}
     for summary in sorted(root.glob("*/seed*/summary.json")):
         runs.setdefault(summary.parent.parent.name, {})[int(summary.parent.name[4:])] = summary.parent
-    upper = {seed: metrics.final_accuracy_all_classes(matrix(f)) for seed, f in runs.get(upper_label, {}).items()}
+    if "=" in upper_label:
+        upper = {int(seed): float(acc) for seed, acc in (pair.split("=") for pair in upper_label.split(","))}
+    else:
+        upper = {seed: metrics.final_accuracy_all_classes(matrix(f)) for seed, f in runs.get(upper_label, {}).items()}
     labels = sorted(runs, key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
     print("| method | A_N (%) | Omega (%) | FM | per seed: A_N / Omega / FM | synthesis s / task | wall s | seeds |")
     print("|---|---|---|---|---|---|---|---|")
