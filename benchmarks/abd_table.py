@@ -1,8 +1,8 @@
 """A_N and Omega (ABD Eq. 16-17) from the run folders of benchmarks/abd_split_cifar10.sh.
 
 Usage: python benchmarks/abd_table.py OUT [UPPER]
-OUT holds LABEL/seedS run folders; the runs labelled UPPER (default ``upper-bound``,
-joint training) give the offline accuracy A_offline that Omega is normalised by
+OUT holds LABEL/seedS run folders (LABEL may hold a slash, as a sweep's folders do);
+the runs labelled UPPER (default ``upper-bound``, joint training) give the offline accuracy A_offline that Omega is normalised by
 (their final accuracy over all classes, for the same seed).  UPPER may instead list
 those accuracies, ``SEED=ACC,SEED=ACC,...``, when the joint runs' folders are gone.
 FM is class-IL forgetting from each run's summary.json; the per-seed column lists
@@ -33,8 +33,9 @@ def matrix(folder: Path) -> list[list[float]]:
 def main(out: str, upper_label: str = "upper-bound") -> None:
     root = Path(out)
     runs: dict[str, dict[int, Path]] = {}
-    for summary in sorted(root.glob("*/seed*/summary.json")):
-        runs.setdefault(summary.parent.parent.name, {})[int(summary.parent.name[4:])] = summary.parent
+    for summary in sorted(root.glob("**/seed*/summary.json")):   # LABEL may be nested: abd/method_args-X
+        label = summary.parent.parent.relative_to(root).as_posix()
+        runs.setdefault(label, {})[int(summary.parent.name[4:])] = summary.parent
     if "=" in upper_label:
         upper = {int(seed): float(acc) for seed, acc in (pair.split("=") for pair in upper_label.split(","))}
     else:

@@ -148,3 +148,20 @@ def test_presets_in_subfolders_are_listed_and_load(capsys):
     table1 = load_preset("ddn/table1-cifar10-online-m200")
     assert table1["buffer"] == 200 and table1["lr"] == 0.03 and table1["backbone"] == "resnet18"
     assert {"er", "er+ddn", "derpp+ddn", "clser+ddn", "er-ace+ddn"} <= set(table1["method"])
+
+
+def test_every_run_preset_expands_into_valid_runs():
+    from memdistill.config import load_preset, preset_names
+    from memdistill.sweep import check_jobs, expand
+    for name in preset_names():
+        if name.startswith("compare/"):        # `memdistill compare` plans, tested in test_compare.py
+            continue
+        jobs = expand(load_preset(name), source=f"preset {name}")
+        assert jobs and check_jobs(jobs), name
+    # a grid that gives every seed its own class order
+    jobs = expand(load_preset("abd/table1-cifar100-10tasks"))
+    assert {(j.config.resolved().seed, j.config.resolved().class_order_seed) for j in jobs} == {(0, 0), (1, 1), (2, 2)}
+    assert len(jobs) == 6 * 3 and {j.name.split("/")[0] for j in jobs} >= {"abd", "joint", "deepinversion"}
+    ablations = expand(load_preset("abd/table3-cifar100-10tasks"))
+    assert len(ablations) == 6 * 3
+    assert {j.config.method_args.get("kd_real", True) for j in ablations} == {True, False}

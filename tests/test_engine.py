@@ -135,6 +135,14 @@ def test_lr_milestones_are_checked(bad):
         engine.check(RunConfig(method="er", lr_gamma=0))
 
 
+def test_class_order_seed_can_follow_the_run_seed():
+    assert engine.check(RunConfig(method="er", seed=3, class_order_seed="seed")).class_order_seed == 3
+    assert engine.check(RunConfig(method="er", seed=3, class_order_seed=5)).class_order_seed == 5
+    for bad in ("same", -1, True):
+        with pytest.raises(engine.ConfigError, match="--class-order-seed"):
+            engine.check(RunConfig(method="er", class_order_seed=bad))
+
+
 def test_a_run_folder_from_before_an_option_existed_still_resumes(digits, tmp_path):
     """A stored config without a newer option had that option's default: not a change."""
     import yaml

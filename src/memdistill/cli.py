@@ -63,7 +63,8 @@ def add_run_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     add("--n-tasks", type=int, help="number of tasks (scenario default otherwise)")
     add("--samples-per-task", type=int, help="training samples per task (sub-sampled)")
     add("--test-samples-per-task", type=int)
-    add("--class-order-seed", type=int, help="shuffle the class order with this seed")
+    add("--class-order-seed", type=_int_or_seed, help="shuffle the class order with this seed "
+                                                       "('seed': the run's --seed)")
     add("--augment", dest="augment", action="store_true", help="crop + flip on")
     add("--no-augment", dest="augment", action="store_false", help="augmentation off")
     add("--device", help="auto, cpu, cuda, cuda:N (default auto)")
@@ -204,6 +205,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {out / 'report.md'} and {out / 'heatmap.png'}", file=sys.stderr)
     return 0
+
+
+def _int_or_seed(text: str) -> int | str:
+    return text if text == "seed" else int(text)
 
 
 def _optional_int(text: str) -> int | None:

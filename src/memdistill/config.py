@@ -52,7 +52,7 @@ class RunConfig:
     n_tasks: int | None = None
     samples_per_task: int | None = None
     test_samples_per_task: int | None = None
-    class_order_seed: int | None = None
+    class_order_seed: int | str | None = None   # "seed": the run's own seed (one order per seed in a grid)
     augment: bool | None = None
     device: str = "auto"
     precision: str = "fp32"
@@ -88,6 +88,8 @@ class RunConfig:
             out.epochs = 1
         if out.n_tasks is None:
             out.n_tasks = SCENARIOS[self.scenario].default_tasks if self.scenario in SCENARIOS else None
+        if out.class_order_seed == "seed":
+            out.class_order_seed = out.seed
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +148,9 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
                                ("--log-every", cfg.log_every, 1), ("--seed", cfg.seed, 0)]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise ConfigError(option, f"must be an integer >= {low} (got {value!r})")
+    order = cfg.class_order_seed
+    if order is not None and order != "seed" and (not isinstance(order, int) or isinstance(order, bool) or order < 0):
+        raise ConfigError("--class-order-seed", f"must be an integer >= 0 or 'seed' (got {order!r})")
     for option, value in [("--lr", cfg.lr), ("--momentum", cfg.momentum),
                           ("--weight-decay", cfg.weight_decay)]:
         if not isinstance(value, (int, float)) or value < 0 or (option == "--lr" and value == 0):
