@@ -102,6 +102,25 @@ def test_g_old_ema_mixing():
     assert all(not w.requires_grad for w in plugin.old.parameters())
 
 
+def test_g_old_gives_no_mass_to_classes_it_never_saw():
+    plugin = DataDistillNet(beta=1.0)                          # y~'s G part is G_old alone
+    er = er_with(plugin, classes=(0, 1))
+    plugin.end_task(None)                                      # G_old trained on classes 0, 1
+    er.begin_task(types.SimpleNamespace(index=1, classes=[2, 3]))
+    with torch.no_grad():
+        plugin.old[-1].bias.add_(torch.tensor([0.0, 0.0, 9.0, 9.0, 0.0, 0.0]))   # untrained units, large
+    p = probs(5)
+    g = plugin.generate(p)
+    assert torch.allclose(g.sum(1), torch.ones(5))
+    assert torch.all(g[:, 2:] == 0)                            # nothing on the classes G_old never saw
+    assert torch.allclose(g[:, :2], plugin.old(p)[:, :2].softmax(1), atol=1e-6)
+    # a checkpoint keeps which classes those were
+    state = plugin.state_dict()
+    plugin.old_classes = None
+    plugin.load_state_dict(state)
+    assert plugin.old_classes.tolist() == [True, True, False, False, False, False]
+
+
 def test_centred_scores_cannot_carry_a_class_prior():
     plugin = DataDistillNet(center=True)
     er_with(plugin)

@@ -15,7 +15,9 @@ How each piece maps onto this file:
 * soft label (Eq. 8 and the end of Sec. 4.2):
   ``y~ = normalise(onehot(y) + (1 - beta) G_w(p) + beta G_old(p))``, with G_old
   the copy of G_w saved at the end of the previous task (no G_old during the first
-  task), both restricted to the classes seen so far;
+  task), G_w restricted to the classes seen so far and G_old to the classes seen
+  when it was saved (its scores for later classes come from output units that never
+  received a gradient: arbitrary, and 90 % of G's share with beta = 0.9);
 * classifier loss (Eq. 7): ``L(new) + alpha * L(buffer, y~)``.  The plug-in answers
   the method's ``memory_targets`` with ``alpha * y~``: every method here uses a
   cross-entropy, which is linear in its targets, so this is alpha times the CE
@@ -386,6 +388,7 @@ class DataDistillNet(BilevelLabels):
         ctx = self.learner.ctx
         self.net = label_net(ctx.num_classes, self.opts["hidden"]).to(ctx.device)
         self.old: nn.Module | None = None
+        self.old_classes: torch.Tensor | None = None     # the classes G_old was trained on
 
     def label_parameters(self):
         return list(self.net.parameters())
@@ -395,7 +398,8 @@ class DataDistillNet(BilevelLabels):
         g = self.seen_softmax(self.scores(self.net, probs))
         if self.old is not None:
             beta = self.opts["beta"]
-            g = (1 - beta) * g + beta * self.seen_softmax(self.scores(self.old, probs))
+            old = self.scores(self.old, probs).masked_fill(~self.old_classes, torch.finfo(probs.dtype).min)
+            g = (1 - beta) * g + beta * old.softmax(1)
         return g
 
     def scores(self, net: nn.Module, probs: torch.Tensor) -> torch.Tensor:
@@ -411,6 +415,7 @@ class DataDistillNet(BilevelLabels):
     def end_task(self, task) -> None:
         """G_w of this task becomes the cached checkpoint G_old of the next (Eq. 8)."""
         self.old = copy.deepcopy(self.net).requires_grad_(False)
+        self.old_classes = self.seen(self.learner.ctx.device)
 
     @property
     def nbytes(self) -> int:
@@ -429,16 +434,18 @@ class DataDistillNet(BilevelLabels):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "net": self.net.state_dict(),
-                "old": None if self.old is None else self.old.state_dict()}
+                "old": None if self.old is None else self.old.state_dict(),
+                "old_classes": self.old_classes}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.net.load_state_dict(state["net"])
         if state["old"] is None:
-            self.old = None
+            self.old = self.old_classes = None
         else:
             self.old = copy.deepcopy(self.net).requires_grad_(False)
             self.old.load_state_dict(state["old"])
+            self.old_classes = state["old_classes"]
 
 
 class LearnedLabels(BilevelLabels):
