@@ -58,8 +58,10 @@ def test_run_several_methods_and_seeds_then_report(isolated, capsys):
     code = main(["run", "--scenario", "seq-digits", "--method", "er", "finetune", "--buffer", "100",
                  "--seed", "0", "1", "--epochs", "1", "--out", "runs", "--no-progress"])
     assert code == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "| er |" in out and "| finetune |" in out and "±" in out
+    # no bars, but a line per finished task of each run (what a background run's log needs)
+    assert err.count("after task 5/5: class-IL") == 4 and "it/s" not in err
     summaries = sorted(Path("runs").rglob("summary.json"))
     assert len(summaries) == 4
     assert {json.loads(p.read_text())["seed"] for p in summaries} == {0, 1}

@@ -87,7 +87,8 @@ def add_run_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     add("--out", help="run folder (default runs/<scenario>)")
     add("--no-resume", dest="resume", action="store_false",
         help="start over even if --out holds a checkpoint")
-    add("--no-progress", dest="progress", action="store_false")
+    add("--no-progress", dest="progress", action="store_false",
+        help="no progress bars (a line per finished task is still printed)")
     add("--no-figures", dest="figures", action="store_false",
         help="skip each run's probability/confusion/per-task figures (seconds per run on a CPU)")
 
@@ -356,7 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[memdistill] {name}: {cfg.scenario} / {cfg.method}{'+' + cfg.plugin if cfg.plugin else ''} / {cfg.backbone} / "
               f"buffer {cfg.buffer} / {cfg.setting} -> {folder}", file=sys.stderr)
         summary = engine.run(cfg, folder, scenario=scenario, progress=progress,
-                             resume=getattr(args, "resume", True))
+                             resume=getattr(args, "resume", True), task_lines=True)
         til = f", task-IL ACC {summary['task_il']['acc']:.2f}" if "task_il" in summary else ""
         print(f"[memdistill] {name}: class-IL ACC {summary['class_il']['acc']:.2f}, "
               f"FM {summary['class_il']['fm']:.2f}{til}, {summary['wall_s']:.1f} s", file=sys.stderr)

@@ -162,8 +162,13 @@ def prepare(cfg: RunConfig, scenario: Scenario | None = None, progress: bool = T
 
 
 def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None = None,
-        progress: bool = True, resume: bool = True, stop_after_task: int | None = None) -> dict:
-    """Run one experiment and return its summary (also written to ``out``)."""
+        progress: bool = True, resume: bool = True, stop_after_task: int | None = None,
+        task_lines: bool | None = None) -> dict:
+    """Run one experiment and return its summary (also written to ``out``).
+
+    ``progress`` shows progress bars; ``task_lines`` prints one line per finished task
+    on stderr (accuracy and elapsed seconds; default: with ``progress``), which is
+    what a log of a run in the background needs."""
     cfg, scenario, device = prepare(cfg, scenario, progress)
     learner = build_learner(cfg, scenario, device)
     stream_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -190,7 +195,8 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
     scalars = ScalarLog(cfg, folder.path if folder is not None else None, start_step=state.steps)
     try:
         summary, final = _run_tasks(cfg, scenario, learner, stream_gen, state, device, folder, config_dict,
-                                    scalars, progress, stop_after_task)
+                                    scalars, progress, progress if task_lines is None else task_lines,
+                                    stop_after_task)
     finally:
         scalars.close()
     if folder is not None:
@@ -205,7 +211,7 @@ def run(cfg: RunConfig, out: str | Path | None = None, scenario: Scenario | None
 
 def _run_tasks(cfg: RunConfig, scenario: Scenario, learner: Learner, stream_gen: torch.Generator,
                state: RunState, device: torch.device, folder: RunFolder | None, config_dict: dict,
-               scalars: ScalarLog, progress: bool, stop_after_task: int | None):
+               scalars: ScalarLog, progress: bool, task_lines: bool, stop_after_task: int | None):
     """Train and evaluate each task not finished yet; checkpoint after each."""
     T = len(scenario.tasks)
     final = None
@@ -228,10 +234,10 @@ def _run_tasks(cfg: RunConfig, scenario: Scenario, learner: Learner, stream_gen:
             **({f"task_il/task_{j}": v for j, v in enumerate(task_il)} if task_il else {}),
             **({"task_il/mean": float(np.mean(task_il))} if task_il else {}),
             "speed/samples_per_s": (state.samples - samples_before) / max(train_s, 1e-9)})
-        if progress:
+        if task_lines:
             til = f", task-IL {np.mean(task_il):.1f}" if task_il else ""
-            print(f"  after task {task.index + 1}/{T}: class-IL {np.mean(class_il):.1f}{til}",
-                  file=sys.stderr)
+            print(f"  after task {task.index + 1}/{T}: class-IL {np.mean(class_il):.1f}{til} "
+                  f"({state.wall_s:.0f} s)", file=sys.stderr, flush=True)
         if folder is not None:
             folder.write_matrices(_padded(state.class_il, T),
                                   _padded(state.task_il, T) if scenario.task_il else None)
