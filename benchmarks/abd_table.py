@@ -20,7 +20,7 @@ import numpy as np
 
 from memdistill import metrics
 
-ORDER = ["upper-bound", "upper-bound-8ep", "upper-bound-15ep", "base", "lwf", "lwf-mc", "naive-rehearsal", "lwf-coreset", "deepinversion", "abd", "abd-gen200", "abd-no-balance", "abd-standard-ce",
+ORDER = ["upper-bound", "upper-bound-8ep", "upper-bound-15ep", "base", "lwf", "lwf-mc", "naive-rehearsal", "lwf-coreset", "dgr", "deepinversion", "abd", "abd-gen200", "abd-no-balance", "abd-standard-ce",
          "abd-no-kd-real", "abd-no-kd-synthetic", "abd-no-ft"]
 
 

@@ -163,7 +163,7 @@ def test_every_run_preset_expands_into_valid_runs():
     # a grid that gives every seed its own class order
     jobs = expand(load_preset("abd/table1-cifar100-10tasks"))
     assert {(j.config.resolved().seed, j.config.resolved().class_order_seed) for j in jobs} == {(0, 0), (1, 1), (2, 2)}
-    assert len(jobs) == 6 * 3 and {j.name.split("/")[0] for j in jobs} >= {"abd", "joint", "deepinversion"}
+    assert len(jobs) == 7 * 3 and {j.name.split("/")[0] for j in jobs} >= {"abd", "joint", "deepinversion", "dgr"}
     ablations = expand(load_preset("abd/table3-cifar100-10tasks"))
     assert len(ablations) == 6 * 3
     assert {j.config.method_args.get("kd_real", True) for j in ablations} == {True, False}

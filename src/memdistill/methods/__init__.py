@@ -9,6 +9,7 @@ from memdistill.methods.coreset import LwFCoreset, NaiveRehearsal
 from memdistill.methods.ddn import PLUGINS
 from memdistill.methods.deepinversion import DeepInversion
 from memdistill.methods.derpp import DERpp
+from memdistill.methods.dgr import DeepGenerativeReplay
 from memdistill.methods.didd import DomainIncrementalDistillation
 from memdistill.methods.er import ExperienceReplay
 from memdistill.methods.er_ace import ERACE
@@ -32,6 +33,8 @@ METHODS: dict[str, type[Learner]] = {
     "lwf-mc": LwFMultiClass,
     "deepinversion": DeepInversion,
     "abd": AlwaysBeDreaming,
+    # ABD's generator baseline: a VAE kept instead of data (Table 1's DGR)
+    "dgr": DeepGenerativeReplay,
     # ABD's baselines with a coreset of old images (Tables 1-2)
     "naive-rehearsal": NaiveRehearsal,
     "lwf-coreset": LwFCoreset,

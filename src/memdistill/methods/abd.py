@@ -58,13 +58,10 @@ class AlwaysBeDreaming(DistillationLearner):
         return ((feats - previous_feats) @ W.t()).pow(2).mean()
 
     def class_weights(self) -> torch.Tensor:
-        """Task-balancing weights of Eq. 14 per class: n_old / n_seen for old, 1 - that for new."""
-        w = torch.ones(self.ctx.num_classes, device=self.device)
-        if self.opts["balance"] and self.old_classes:
-            old_share = len(self.old_classes) / len(self.seen_classes)
-            w[self.class_index(self.old_classes)] = old_share
-            w[self.class_index(self.new_classes)] = 1.0 - old_share
-        return w
+        """Task-balancing weights of Eq. 14 per class (all 1 with ``balance=false``)."""
+        if self.opts["balance"]:
+            return self.balancing_weights()
+        return torch.ones(self.ctx.num_classes, device=self.device)
 
     def head_finetune_loss(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Eq. 14: CE over all seen classes through the head alone (features detached)."""

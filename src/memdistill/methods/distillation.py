@@ -139,6 +139,17 @@ class DistillationLearner(Learner):
     def class_index(self, classes: list[int]) -> torch.Tensor:
         return torch.tensor(classes, dtype=torch.long, device=self.device)
 
+    def balancing_weights(self) -> torch.Tensor:
+        """A weight per class that gives the old and the new classes the same total weight
+        when old and new samples are mixed (ABD Eq. 14; the public code's DGR likewise):
+        n_old / n_seen for old classes, 1 - that for new ones; all 1 in the first task."""
+        w = torch.ones(self.ctx.num_classes, device=self.device)
+        if self.old_classes:
+            old_share = len(self.old_classes) / len(self.seen_classes)
+            w[self.class_index(self.old_classes)] = old_share
+            w[self.class_index(self.new_classes)] = 1.0 - old_share
+        return w
+
     def seen_cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """CE over the classes seen so far (theta_{n,1:n})."""
         return F.cross_entropy(self.seen_mask(logits), labels)
