@@ -54,8 +54,9 @@ def dgr_in_second_task(**options) -> DeepGenerativeReplay:
 
 def test_replay_is_decoded_by_the_previous_vae_and_labelled_with_old_classes():
     learner = dgr_in_second_task()
-    x, y = learner.replay_batch(16)
+    x, y, previous_logits = learner.replay_batch(16)
     assert x.shape == (16, *SHAPE) and set(y.tolist()) <= {0, 1}
+    assert previous_logits.shape == (16, 2) and torch.equal(y, previous_logits.argmax(1))
     # in pixel space the replay is what the frozen VAE decodes
     assert 0 <= learner.to_pixels(x).min() and learner.to_pixels(x).max() <= 1
     assert all(not p.requires_grad for p in learner.previous_vae.parameters())
@@ -65,21 +66,26 @@ def test_a_step_weighs_old_and_new_classes_and_trains_classifier_and_vae():
     learner = dgr_in_second_task()
     w = learner.balancing_weights()
     assert w[[0, 1]].tolist() == [0.5, 0.5] and w[[2, 3]].tolist() == [0.5, 0.5]
-    # the step's loss is the weighted CE on real + replayed samples
+    # the step's loss: the weighted CE on real + replayed samples, plus the replay's
+    # soft-target CE against the previous classifier over the old classes at T = 2
     t = task(1, [2, 3])
     state = torch.get_rng_state(), learner.generator.get_state()
     images, labels = t.train_images[:8], t.train_labels[:8]
     x = learner.preprocess(images, learner.generator)
-    x_replay, y_replay = learner.replay_batch(8)
+    x_replay, y_replay, previous_logits = learner.replay_batch(8)
     x, y = torch.cat([x, x_replay]), torch.cat([labels, y_replay])
     with torch.no_grad():
-        expected = (F.cross_entropy(learner.seen_mask(learner.forward(x)), y, reduction="none") * w[y]).mean()
+        logits = learner.forward(x)
+        ce = (F.cross_entropy(learner.seen_mask(logits), y, reduction="none") * w[y]).mean()
+        q = F.softmax(previous_logits / 2, dim=1)
+        kd = -(q * F.log_softmax(logits[8:, :2] / 2, dim=1)).sum(1).mean()
     torch.set_rng_state(state[0])
     learner.generator.set_state(state[1])
     vae_before = [p.clone() for p in learner.vae.parameters()]
     previous_before = [p.clone() for p in learner.previous_vae.parameters()]
     losses = learner.observe(images, labels, 1)
-    assert losses["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert losses["ce"] == pytest.approx(ce.item(), rel=1e-5) and losses["kd"] == pytest.approx(kd.item(), rel=1e-5)
+    assert losses["loss"] == pytest.approx(ce.item() + kd.item(), rel=1e-5)
     assert losses["vae_recon"] > 0 and losses["vae_kl"] >= 0
     assert any(not torch.equal(a, b) for a, b in zip(vae_before, learner.vae.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(previous_before, learner.previous_vae.parameters()))
@@ -104,6 +110,14 @@ def test_bad_options_are_rejected_with_one_line():
         METHODS["dgr"](net(), context(), vae_lr=0)
     with pytest.raises(ValueError, match="option balance must be true or false"):
         METHODS["dgr"](net(), context(), balance="yes")
+    with pytest.raises(ValueError, match="option vae_optimizer must be adam or sgd"):
+        METHODS["dgr"](net(), context(), vae_optimizer="rmsprop")
+
+
+def test_the_public_codes_vae_optimiser_takes_the_classifiers_settings():
+    learner = DeepGenerativeReplay(net(), context(lr=0.05, momentum=0.9), vae_optimizer="sgd", **SMALL)
+    group = learner.vae_optimizer.param_groups[0]
+    assert isinstance(learner.vae_optimizer, torch.optim.SGD) and (group["lr"], group["momentum"]) == (0.05, 0.9)
 
 
 def test_dgr_run_resumes_with_the_same_results_and_counts_the_vae(digits, tmp_path):
