@@ -445,7 +445,10 @@ class DataDistillNet(BilevelLabels):
         else:
             self.old = copy.deepcopy(self.net).requires_grad_(False)
             self.old.load_state_dict(state["old"])
-            self.old_classes = state["old_classes"]
+            # checkpoints from before 2026-12-06 lack it: G_old then ran over the seen classes
+            self.old_classes = state.get("old_classes")
+            if self.old_classes is None:
+                self.old_classes = self.seen(self.learner.ctx.device)
 
 
 class LearnedLabels(BilevelLabels):
