@@ -224,7 +224,12 @@ def test_cli_runs_several_strategies_into_one_folder_each(tmp_path, monkeypatch,
         assert summary["strategy"] == s and summary["ipc"] == 2 and summary["domains"] == 2
     table = (out / "table.md").read_text()
     assert "| finetune |" in table and "| asymmetric-linear |" in table
-    assert "| asymmetric-linear |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| asymmetric-linear |" in captured.out
+    # without the bar, each finished domain still prints one line (2 strategies x 2 domains)
+    lines = [l for l in captured.err.splitlines() if l.startswith("[didd ")]
+    assert len(lines) == 4 and "domain 2/2: mean accuracy on the 2 domains seen" in lines[1]
+    assert lines[1].endswith("ETA 0s") and "\r" not in captured.err
 
 
 def test_every_preset_is_a_valid_config():

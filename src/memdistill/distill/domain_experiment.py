@@ -180,25 +180,43 @@ def validate(cfg: DomainDistillConfig) -> None:
 
 
 class _Progress:
-    """One stderr line: domain, iteration, elapsed, ETA over the whole run."""
+    """Where a run is: an in-place stderr line during distillation (with ``progress``) and one
+    line per finished domain (always: evaluation dominates long runs, so a run without the bar
+    still shows it is moving).  The ETA counts evaluation once a domain has finished."""
 
-    def __init__(self, total: int, enabled: bool, label: str):
+    def __init__(self, total: int, enabled: bool, label: str, n_domains: int):
         self.total, self.enabled, self.label = max(1, total), enabled, label
+        self.n_domains = n_domains
         self.done = 0
+        self.domains_done = 0
+        self.width = 0                        # the longest bar line printed
         self.started = time.perf_counter()
+
+    def _eta(self, domain_fraction: float) -> float:
+        elapsed = time.perf_counter() - self.started
+        if self.domains_done:      # seconds per whole domain (distillation + evaluation) so far
+            return elapsed / domain_fraction * (self.n_domains - domain_fraction)
+        return elapsed / self.done * (self.total - self.done)
 
     def advance(self, domain: int, n_domains: int, it: int, n_it: int) -> None:
         self.done += 1
         if not self.enabled or (it != n_it and it % max(1, n_it // 10)):
             return
         elapsed = time.perf_counter() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        print(f"\r[didd {self.label}] domain {domain + 1}/{n_domains} it {it}/{n_it} "
-              f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
+        eta = self._eta(self.domains_done + it / n_it)
+        line = f"[didd {self.label}] domain {domain + 1}/{n_domains} it {it}/{n_it} {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        self.width = max(self.width, len(line))
+        print("\r" + line, end="", file=sys.stderr, flush=True)
 
-    def close(self):
-        if self.enabled:
-            print(file=sys.stderr)
+    def domain_finished(self, domain: int, accuracies: list[float], distill_s: float, eval_s: float,
+                        stages: int) -> None:
+        self.domains_done += 1
+        eta = self._eta(self.domains_done) if self.domains_done < stages else 0.0
+        line = (f"[didd {self.label}] domain {domain + 1}/{self.n_domains}: mean accuracy on the "
+                f"{len(accuracies)} domains seen {np.mean(accuracies):.2f}%, distillation {distill_s:.1f}s, "
+                f"evaluation {eval_s:.1f}s, ETA {eta:.0f}s")
+        # over the bar's line when there is one (padded so that none of it shows)
+        print("\r" + line.ljust(self.width) if self.enabled else line, file=sys.stderr, flush=True)
 
 
 def accuracy_on_domains(images: torch.Tensor, labels: torch.Tensor, make_network, tests: list[HeldOutImages],
@@ -236,7 +254,7 @@ def run_domain_distillation(cfg: DomainDistillConfig, out: str | Path, progress:
     schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch)
     distiller = DomainIncrementalDistiller(cfg.didd(), make_network, C, scenario.mean, scenario.std)
     joint = cfg.strategy == "joint"
-    bar = _Progress(cfg.iterations * T, progress, cfg.strategy)
+    bar = _Progress(cfg.iterations * T, progress, cfg.strategy, T)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +275,7 @@ def run_domain_distillation(cfg: DomainDistillConfig, out: str | Path, progress:
                                            cfg.eval_networks, cfg.seed)
         eval_seconds.append(time.perf_counter() - e0)
         logs[-1]["accuracy"] = [round(float(a), 3) for a in R[t, :t + 1]]
-    bar.close()
+        bar.domain_finished(t, R[t, :t + 1].tolist(), logs[-1]["seconds"], eval_seconds[-1], len(stages))
     total_s = time.perf_counter() - started
 
     final_row = R[-1].tolist()
