@@ -8,7 +8,8 @@
 # IPC 1 keeps the preset's evaluation (1 ConvNet, 100 epochs of one batch: 100 SGD steps);
 # IPC N > 1 trains the evaluation net for the same 100 steps, in batches of 25
 # (--eval-epochs 100*25/(10N) --eval-batch 25), not 100 epochs of 10N images, which costs
-# N times more (~20 minutes per strategy at IPC 10 here).  EVAL_ARGS overrides this.
+# N times more (at IPC 10 one finetune run was still evaluating after 17 minutes).
+# EVAL_ARGS overrides this.
 # A strategy whose folder holds a summary is not run again.  On the 2-core Xeon one IPC-1
 # strategy takes ~5 minutes on 1 thread (joint ~3); two scripts with disjoint SEEDS can
 # run side by side.

@@ -184,9 +184,10 @@ class _Progress:
     line per finished domain (always: evaluation dominates long runs, so a run without the bar
     still shows it is moving).  The ETA counts evaluation once a domain has finished."""
 
-    def __init__(self, total: int, enabled: bool, label: str, n_domains: int):
+    def __init__(self, total: int, enabled: bool, label: str, n_domains: int, stages: int):
         self.total, self.enabled, self.label = max(1, total), enabled, label
         self.n_domains = n_domains
+        self.stages = stages                  # distil + evaluate rounds (joint: 1)
         self.done = 0
         self.domains_done = 0
         self.width = 0                        # the longest bar line printed
@@ -195,23 +196,23 @@ class _Progress:
     def _eta(self, domain_fraction: float) -> float:
         elapsed = time.perf_counter() - self.started
         if self.domains_done:      # seconds per whole domain (distillation + evaluation) so far
-            return elapsed / domain_fraction * (self.n_domains - domain_fraction)
+            return elapsed / domain_fraction * (self.stages - domain_fraction)
         return elapsed / self.done * (self.total - self.done)
 
-    def advance(self, domain: int, n_domains: int, it: int, n_it: int) -> None:
+    def advance(self, domain: int, it: int, n_it: int) -> None:
         self.done += 1
         if not self.enabled or (it != n_it and it % max(1, n_it // 10)):
             return
         elapsed = time.perf_counter() - self.started
         eta = self._eta(self.domains_done + it / n_it)
-        line = f"[didd {self.label}] domain {domain + 1}/{n_domains} it {it}/{n_it} {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        line = (f"[didd {self.label}] domain {domain + 1}/{self.n_domains} it {it}/{n_it} "
+                f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s")
         self.width = max(self.width, len(line))
         print("\r" + line, end="", file=sys.stderr, flush=True)
 
-    def domain_finished(self, domain: int, accuracies: list[float], distill_s: float, eval_s: float,
-                        stages: int) -> None:
+    def domain_finished(self, domain: int, accuracies: list[float], distill_s: float, eval_s: float) -> None:
         self.domains_done += 1
-        eta = self._eta(self.domains_done) if self.domains_done < stages else 0.0
+        eta = self._eta(self.domains_done) if self.domains_done < self.stages else 0.0
         line = (f"[didd {self.label}] domain {domain + 1}/{self.n_domains}: mean accuracy on the "
                 f"{len(accuracies)} domains seen {np.mean(accuracies):.2f}%, distillation {distill_s:.1f}s, "
                 f"evaluation {eval_s:.1f}s, ETA {eta:.0f}s")
@@ -254,7 +255,6 @@ def run_domain_distillation(cfg: DomainDistillConfig, out: str | Path, progress:
     schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch)
     distiller = DomainIncrementalDistiller(cfg.didd(), make_network, C, scenario.mean, scenario.std)
     joint = cfg.strategy == "joint"
-    bar = _Progress(cfg.iterations * T, progress, cfg.strategy, T)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +263,9 @@ def run_domain_distillation(cfg: DomainDistillConfig, out: str | Path, progress:
     started = time.perf_counter()
     stages = [(T - 1, RealBatches.union(reals), cfg.iterations * T)] if joint else \
         [(t, reals[t], cfg.iterations) for t in range(T)]
+    bar = _Progress(cfg.iterations * T, progress, cfg.strategy, T, len(stages))
     for t, real, n_it in stages:
-        log = distiller.learn_domain(real, lambda it, t=t, n=n_it: bar.advance(t, T, it, n), iterations=n_it)
+        log = distiller.learn_domain(real, lambda it, t=t, n=n_it: bar.advance(t, it, n), iterations=n_it)
         log.domain = t
         logs.append(log.as_dict())
         bytes_after.append(int(distiller.memory.nbytes))
@@ -275,7 +276,7 @@ def run_domain_distillation(cfg: DomainDistillConfig, out: str | Path, progress:
                                            cfg.eval_networks, cfg.seed)
         eval_seconds.append(time.perf_counter() - e0)
         logs[-1]["accuracy"] = [round(float(a), 3) for a in R[t, :t + 1]]
-        bar.domain_finished(t, R[t, :t + 1].tolist(), logs[-1]["seconds"], eval_seconds[-1], len(stages))
+        bar.domain_finished(t, R[t, :t + 1].tolist(), logs[-1]["seconds"], eval_seconds[-1])
     total_s = time.perf_counter() - started
 
     final_row = R[-1].tolist()
