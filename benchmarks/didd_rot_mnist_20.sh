@@ -25,9 +25,13 @@ for ipc in ${IPCS:-1}; do
         for strategy in finetune asymmetric stable ewc mas lwf joint asymmetric-linear; do
             [ -f "$folder/seed$seed/$strategy/summary.json" ] && continue
             preset=didd-rot-mnist-20
-            [ "$strategy" = asymmetric-linear ] && preset=didd-rot-mnist-20-ablation
+            ranges=""
+            # The hand-made split over the full (0, 2) ranges (the defaults before 2026-12-06):
+            # within a class, rates from pure stability to pure plasticity.
+            [ "$strategy" = asymmetric-linear ] && preset=didd-rot-mnist-20-ablation \
+                && ranges="--alpha-min 0 --alpha-max 2 --beta-min 0 --beta-max 2"
             $memdistill distill --preset $preset --strategy $strategy --ipc "$ipc" --seed "$seed" \
-                $eval_args --no-progress --out "$folder/seed$seed/$strategy"
+                $ranges $eval_args --no-progress --out "$folder/seed$seed/$strategy"
         done
     done
     ${PYTHON:-python} "$(dirname "$0")/didd_table.py" "$folder"

@@ -134,6 +134,9 @@ def test_didd_refuses_class_incremental_scenarios_and_joint():
     with pytest.raises(ConfigError, match="strategy must be one of"):
         engine.run(RunConfig(scenario="rot-mnist", n_tasks=3, method="didd", backbone="mlp",
                              method_args={"strategy": "joint"}), None, _rot(), progress=False)
+    with pytest.raises(ConfigError, match="alpha_min must be below alpha_max"):
+        engine.run(RunConfig(scenario="rot-mnist", n_tasks=3, method="didd", backbone="mlp",
+                             method_args={"alpha_min": 2.0}), None, _rot(), progress=False)
 
 
 @pytest.mark.parametrize("argv,needle", [

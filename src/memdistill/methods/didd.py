@@ -23,8 +23,8 @@ a continual strategy, so it is refused here.
 Applies to domain-incremental scenarios only (every task holds every class).
 
 Options (``--method-arg KEY=VALUE``): ``strategy``, ``ipc``, ``iterations``,
-``real_batch``, ``img_lr``, ``img_momentum``, ``distance``, ``augment``, ``meta_lr``,
-``lambda_alpha``, ``lambda_beta``, ``reg_weight``, ``retrain_epochs``, ``retrain_lr``,
+``real_batch``, ``img_lr``, ``img_momentum``, ``distance``, ``augment``, ``alpha_min``,
+``alpha_max``, ``beta_min``, ``beta_max``, ``meta_lr``, ``lambda_alpha``, ``lambda_beta``, ``reg_weight``, ``retrain_epochs``, ``retrain_lr``,
 ``retrain_batch``.
 """
 from __future__ import annotations
@@ -54,7 +54,8 @@ class DomainIncrementalDistillation(Learner):
     name = "didd"
     scenario_kinds = ("domain-incremental",)
     options = {"strategy": "asymmetric", "ipc": 1, "iterations": 200, "real_batch": 64, "img_lr": None,
-               "img_momentum": 0.5, "distance": "mmd", "augment": "flip-rotate", "meta_lr": 0.05,
+               "img_momentum": 0.5, "distance": "mmd", "augment": "flip-rotate", "alpha_min": 1.0,
+               "alpha_max": 2.0, "beta_min": 0.0, "beta_max": 1.0, "meta_lr": 0.05,
                "lambda_alpha": 0.01, "lambda_beta": 0.01, "reg_weight": 0.5, "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
@@ -67,9 +68,15 @@ class DomainIncrementalDistillation(Learner):
         for key in ("ipc", "iterations", "real_batch", "retrain_epochs", "retrain_batch"):
             if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
                 raise ValueError(f"method didd: option {key} must be an integer >= 1 (got {o[key]!r})")
+        for which in ("alpha", "beta"):
+            if not o[f"{which}_min"] < o[f"{which}_max"]:
+                raise ValueError(f"method didd: option {which}_min must be below {which}_max "
+                                 f"(got {o[f'{which}_min']!r}, {o[f'{which}_max']!r})")
         self.cfg = DIDDConfig(strategy=o["strategy"], ipc=o["ipc"], iterations=o["iterations"],
                               real_batch=o["real_batch"], img_lr=o["img_lr"], img_momentum=o["img_momentum"],
-                              distance=o["distance"], augment=o["augment"], meta_lr=o["meta_lr"],
+                              distance=o["distance"], augment=o["augment"],
+                              alpha_range=(o["alpha_min"], o["alpha_max"]),
+                              beta_range=(o["beta_min"], o["beta_max"]), meta_lr=o["meta_lr"],
                               lambda_alpha=o["lambda_alpha"], lambda_beta=o["lambda_beta"],
                               reg_weight=o["reg_weight"], seed=ctx.seed)
         self.distiller = DomainIncrementalDistiller(self.cfg, lambda: fresh_network(self.model), ctx.num_classes,
