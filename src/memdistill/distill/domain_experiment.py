@@ -94,7 +94,10 @@ _ROT_MNIST_20 = {"scenario": "rot-mnist", "n_tasks": 20, "samples_per_task": 300
 
 # PACS's 4 domains (photo, art painting, cartoon, sketch) at 64x64, IPC 10.  The evaluation
 # net takes the Rotated-MNIST presets' 100 SGD steps: 50 epochs of 2 batches of 35 (70 images).
+# η_x 1000: the MMD's pixel gradients are ~10x smaller on 64x64x3 images, and at the default 100
+# the set hardly moved (benchmarks/didd_step_probe.py, docs/benchmarks.md).
 _PACS = {"scenario": "pacs", "ipc": 10, "iterations": 20, "real_batch": 16, "test_samples_per_task": 200,
+         "img_lr": 1000.0,
          "eval_epochs": 50, "eval_batch": 35, "eval_networks": 1, "segment": 2}
 
 # Reduced CPU versions of the paper's tables (the paper: 20 R-MNIST domains, IPC 1/10/20,
