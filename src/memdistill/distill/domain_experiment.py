@@ -54,10 +54,10 @@ class DomainDistillConfig:
     img_momentum: float = 0.5
     distance: str = "mmd"
     augment: str = "flip-rotate"
-    alpha_min: float = 1.0               # the ranges' defaults: see DIDDConfig
-    alpha_max: float = 2.0
-    beta_min: float = 0.0
-    beta_max: float = 1.0
+    alpha_min: float = DIDDConfig.alpha_range[0]    # the ranges' defaults and why: DIDDConfig
+    alpha_max: float = DIDDConfig.alpha_range[1]
+    beta_min: float = DIDDConfig.beta_range[0]
+    beta_max: float = DIDDConfig.beta_range[1]
     meta_lr: float = 0.05
     meta_optimizer: str = "adam"
     lambda_alpha: float = 0.01
@@ -348,9 +348,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--img-lr", type=float, help="with --scenario: synthetic-image SGD lr η_x (default 100 for mmd, 1 for mean)")
     parser.add_argument("--img-momentum", type=float, help="with --scenario: synthetic-image momentum (default 0.5)")
     parser.add_argument("--distance", help=f"with --scenario: one of {', '.join(DISTANCES)} (default mmd)")
-    for which, sym, (lo, hi) in (("alpha", "ᾱ", (1, 2)), ("beta", "β̄", (0, 1))):
-        parser.add_argument(f"--{which}-min", type=float, help=f"with --scenario: lower end of {sym} (default {lo})")
-        parser.add_argument(f"--{which}-max", type=float, help=f"with --scenario: upper end of {sym} (default {hi})")
+    for which, sym, (lo, hi) in (("alpha", "ᾱ", DIDDConfig.alpha_range), ("beta", "β̄", DIDDConfig.beta_range)):
+        parser.add_argument(f"--{which}-min", type=float, help=f"with --scenario: lower end of {sym} (default {lo:g})")
+        parser.add_argument(f"--{which}-max", type=float, help=f"with --scenario: upper end of {sym} (default {hi:g})")
     parser.add_argument("--meta-lr", type=float, help="with --scenario: η_α = η_β (default 0.05)")
     parser.add_argument("--meta-optimizer", help=f"with --scenario: one of {', '.join(META_OPTIMIZERS)} (default adam)")
     parser.add_argument("--lambda-alpha", type=float, help="with --scenario: λ_α (default 0.01)")

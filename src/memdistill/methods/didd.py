@@ -24,8 +24,8 @@ Applies to domain-incremental scenarios only (every task holds every class).
 
 Options (``--method-arg KEY=VALUE``): ``strategy``, ``ipc``, ``iterations``,
 ``real_batch``, ``img_lr``, ``img_momentum``, ``distance``, ``augment``, ``alpha_min``,
-``alpha_max``, ``beta_min``, ``beta_max``, ``meta_lr``, ``lambda_alpha``, ``lambda_beta``, ``reg_weight``, ``retrain_epochs``, ``retrain_lr``,
-``retrain_batch``.
+``alpha_max``, ``beta_min``, ``beta_max``, ``meta_lr``, ``lambda_alpha``, ``lambda_beta``,
+``reg_weight``, ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``.
 """
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ class DomainIncrementalDistillation(Learner):
     name = "didd"
     scenario_kinds = ("domain-incremental",)
     options = {"strategy": "asymmetric", "ipc": 1, "iterations": 200, "real_batch": 64, "img_lr": None,
-               "img_momentum": 0.5, "distance": "mmd", "augment": "flip-rotate", "alpha_min": 1.0,
-               "alpha_max": 2.0, "beta_min": 0.0, "beta_max": 1.0, "meta_lr": 0.05,
+               "img_momentum": 0.5, "distance": "mmd", "augment": "flip-rotate",
+               "alpha_min": DIDDConfig.alpha_range[0], "alpha_max": DIDDConfig.alpha_range[1],
+               "beta_min": DIDDConfig.beta_range[0], "beta_max": DIDDConfig.beta_range[1], "meta_lr": 0.05,
                "lambda_alpha": 0.01, "lambda_beta": 0.01, "reg_weight": 0.5, "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
