@@ -12,7 +12,8 @@ from memdistill.cli import main
 from memdistill.distill import (AddressableMemory, BPTTConfig, BPTTDistiller, MemoryFileError, MomentumUnroll,
                                 SyntheticImages, HeldOutImages, TrainSchedule, addressable_budget, evaluate_dataset,
                                 load_memory)
-from memdistill.distill.augment import flip_rotate
+from memdistill.distill.augment import flip_rotate, random_crop_scale_rotate
+from memdistill.distill.evaluate import train_fresh_network
 from memdistill.nets import ConvNet, MLP
 
 from conftest import make_source
@@ -299,6 +300,35 @@ def test_flip_rotate_is_the_same_draw_for_the_same_seed_and_differentiable():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_crop_scale_rotate_shifts_by_whole_pixels_and_is_identity_at_zero_magnitude():
+    x = torch.randn(6, 1, 8, 8)
+    still = random_crop_scale_rotate(x, torch.Generator().manual_seed(0), crop=0, scale=0.0, max_degrees=0.0)
+    assert torch.allclose(still, x, atol=1e-6)
+    # shifts only (a zero-size scale and rotation range): every output is the input moved by whole pixels,
+    # the uncovered border 0
+    moved = random_crop_scale_rotate(x, torch.Generator().manual_seed(1), crop=2, scale=0.0, max_degrees=0.0)
+    for out, img in zip(moved, x):
+        matches = [(dy, dx) for dy in range(-2, 2) for dx in range(-2, 2)
+                   if torch.allclose(out, torch.roll(img, (-dy, -dx), (1, 2)) * _shift_mask(dy, dx), atol=1e-5)]
+        assert matches, "not a whole-pixel shift"
+    a = random_crop_scale_rotate(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, random_crop_scale_rotate(x, torch.Generator().manual_seed(3)))
+    assert a.shape == x.shape and not torch.allclose(a, x)
+
+
+def _shift_mask(dy, dx, size=8):
+    mask = torch.ones(1, size, size)
+    if dy > 0:
+        mask[:, size - dy:] = 0
+    elif dy < 0:
+        mask[:, :-dy] = 0
+    if dx > 0:
+        mask[:, :, size - dx:] = 0
+    elif dx < 0:
+        mask[:, :, :-dx] = 0
+    return mask
+
+
 # -- evaluation -------------------------------------------------------------------------
 
 def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
@@ -318,6 +348,12 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     assert result["std"] == pytest.approx(torch.tensor(result["accuracies"]).std(unbiased=False).item(), abs=1e-3)
     again = evaluate_dataset(x, y, make_network, test, n_networks=3, schedule=schedule, seed=0)
     assert again["accuracies"] == result["accuracies"]
+    augmented = TrainSchedule(epochs=30, lr=0.05, batch_size=16, augment="crop-scale-rotate")
+    nets = [train_fresh_network(x, y, make_network, s, seed=0) for s in (schedule, augmented)]
+    weights = [nn.utils.parameters_to_vector(net.parameters()) for net in nets]
+    assert not torch.allclose(weights[0], weights[1])      # the augmented batches changed the training
+    with pytest.raises(ValueError, match="unknown evaluation augmentation 'cutout'"):
+        train_fresh_network(x, y, make_network, TrainSchedule(epochs=1, augment="cutout"), seed=0)
 
 
 # -- CLI ----------------------------------------------------------------------------------
@@ -335,6 +371,7 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     (["--outer-optimizer", "lbfgs"], "--outer-optimizer: unknown value 'lbfgs'; allowed: adam, sgd"),
     (["--augment", "cutmix"], "--augment: unknown value 'cutmix'; allowed: none, flip-rotate"),
     (["--outer-lr", "0"], "--outer-lr: must be a positive number"),
+    (["--eval-augment", "cutout"], "--eval-augment: unknown value 'cutout'; allowed: none, crop-scale-rotate"),
     (["--bases", "100"], "--bases: 100 bases (downsample 2) leave no room"),
 ])
 def test_distill_bad_input_exits_2_and_writes_nothing(isolated, capsys, argv, needle):

@@ -264,6 +264,8 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--eval-epochs", type=int, help="epochs per evaluation network (default 300)")
     d.add_argument("--eval-lr", type=float, help="evaluation SGD learning rate (default 0.01)")
     d.add_argument("--eval-batch", type=int, help="evaluation batch size (default 256)")
+    d.add_argument("--eval-augment", help="evaluation networks' training augmentation: none (default) or "
+                                          "crop-scale-rotate (DC's MNIST evaluation protocol)")
     d.add_argument("--eval-test-samples", type=_optional_int, help="test images used (default all)")
     d.add_argument("--seed", type=int)
     d.add_argument("--device", help="cpu, auto, cuda, cuda:N (default cpu)")
@@ -283,6 +285,8 @@ def _add_distill_parsers(sub) -> None:
     e.add_argument("--eval-epochs", type=int, default=300)
     e.add_argument("--eval-lr", type=float, default=0.01)
     e.add_argument("--eval-batch", type=int, default=256)
+    e.add_argument("--eval-augment", default="none",
+                   help="none (default) or crop-scale-rotate (DC's MNIST evaluation protocol)")
     e.add_argument("--eval-test-samples", type=_optional_int, default=None)
     e.add_argument("--zca", help="the zca.pt of a memory distilled with --zca (test images are whitened alike)")
     e.add_argument("--seed", type=int, default=0)
@@ -322,7 +326,7 @@ def cmd_evaluate_memory(args: argparse.Namespace) -> int:
     result = evaluate_memory_file(args.file, args.dataset, args.eval_networks, args.eval_epochs,
                                   args.eval_lr, args.eval_batch, args.backbone, args.seed,
                                   args.eval_test_samples, args.data_dir, args.cache_dir, args.progress,
-                                  zca=args.zca)
+                                  zca=args.zca, augment=args.eval_augment)
     print(json.dumps(result))
     return 0
 

@@ -4,7 +4,9 @@ The protocol of the dataset-distillation literature (DC/DSA/RTP): N randomly
 initialised networks, each trained E epochs on the recalled set with SGD (lr 0.01,
 momentum 0.9, weight decay 5e-4, lr × 0.1 at half the epochs, batch 256), then
 tested on real test images; the report is the mean ± std of their accuracies.
-The paper uses N = 20, E = 300.  Works for any (images, labels) set, so every kind
+The paper uses N = 20, E = 300.  DC's public code also augments the training batches
+of its MNIST evaluation networks (``TrainSchedule.augment = "crop-scale-rotate"``);
+the default here is no augmentation.  Works for any (images, labels) set, so every kind
 of memory (and a random-real baseline) is measured by the same code.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memdistill.distill.augment import EVAL_AUGMENTATIONS, random_crop_scale_rotate
 from memdistill.distill.memories import DistilledMemory
 
 
@@ -30,6 +33,7 @@ class TrainSchedule:
     weight_decay: float = 5e-4
     batch_size: int = 256
     decay_at_half: bool = True
+    augment: str = "none"          # or "crop-scale-rotate": DC's MNIST evaluation augmentation
 
 
 @dataclass
@@ -53,6 +57,9 @@ class HeldOutImages:
 def train_fresh_network(images: torch.Tensor, labels: torch.Tensor, make_network: Callable[[], nn.Module],
                         schedule: TrainSchedule, seed: int) -> nn.Module:
     """A network initialised under ``seed`` and trained on (images, labels) (input space)."""
+    if schedule.augment not in EVAL_AUGMENTATIONS:
+        raise ValueError(f"unknown evaluation augmentation {schedule.augment!r}; "
+                         f"choose one of {', '.join(EVAL_AUGMENTATIONS)}")
     images, labels = images.detach(), labels.detach()
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -69,7 +76,10 @@ def train_fresh_network(images: torch.Tensor, labels: torch.Tensor, make_network
         order = torch.randperm(n, generator=g).to(images.device)
         for start in range(0, n, schedule.batch_size):
             idx = order[start:start + schedule.batch_size]
-            loss = F.cross_entropy(net(images[idx]), labels[idx])
+            x = images[idx]
+            if schedule.augment == "crop-scale-rotate":
+                x = random_crop_scale_rotate(x, g)
+            loss = F.cross_entropy(net(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from memdistill.config import ConfigError
-from memdistill.distill.augment import AUGMENTATIONS
+from memdistill.distill.augment import AUGMENTATIONS, EVAL_AUGMENTATIONS
 from memdistill.distill.bptt import OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
 from memdistill.distill.gradient_matching import GradientMatchingConfig, GradientMatchingDistiller, dc_loops
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_memory
@@ -72,6 +72,7 @@ class DistillConfig:
     eval_epochs: int = 300
     eval_lr: float = 0.01
     eval_batch: int = 256
+    eval_augment: str = "none"           # crop-scale-rotate: DC's MNIST evaluation augmentation
     eval_test_samples: int | None = None  # None: the whole test split
     seed: int = 0
     device: str = "cpu"
@@ -119,6 +120,7 @@ def validate(cfg: DistillConfig) -> None:
     choose("init", INITS)
     choose("outer_optimizer", OUTER_OPTIMIZERS)
     choose("augment", AUGMENTATIONS)
+    choose("eval_augment", EVAL_AUGMENTATIONS)
     choose("backbone", tuple(BACKBONES))
     for name in ("ipc", "bases", "downsample", "unroll", "real_batch", "eval_networks", "eval_batch",
                  "log_every"):
@@ -312,7 +314,8 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
     if isinstance(memory, AddressableMemory):
         class_similarity_heatmap(memory, out / "similarity.png", class_names=source.class_names)
 
-    schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch)
+    schedule = TrainSchedule(epochs=cfg.eval_epochs, lr=cfg.eval_lr, batch_size=cfg.eval_batch,
+                             augment=cfg.eval_augment)
     test = HeldOutImages(test_x, test_y, mean, std, zca)
     evaluation = evaluate_memory(memory, make_network, test, cfg.eval_networks, schedule,
                                  seed=cfg.seed, progress=progress)
@@ -346,7 +349,7 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
 def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, epochs: int = 300,
                          lr: float = 0.01, batch_size: int = 256, backbone: str = "convnet",
                          seed: int = 0, test_samples: int | None = None, data_dir=None, cache_dir=None,
-                         progress: bool = True, zca: str | Path | None = None) -> dict:
+                         progress: bool = True, zca: str | Path | None = None, augment: str = "none") -> dict:
     """``memdistill evaluate-memory FILE``: the evaluation protocol on a saved memory."""
     from memdistill.data.scenarios import NORMALISATION
     from memdistill.data.sources import load_source
@@ -356,6 +359,8 @@ def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, ep
         raise ConfigError("--dataset", f"unknown value {dataset!r}; allowed: {', '.join(DATASETS)}")
     if backbone not in BACKBONES:
         raise ConfigError("--backbone", f"unknown value {backbone!r}; allowed: {', '.join(BACKBONES)}")
+    if augment not in EVAL_AUGMENTATIONS:
+        raise ConfigError("--eval-augment", f"unknown value {augment!r}; allowed: {', '.join(EVAL_AUGMENTATIONS)}")
     if n_networks < 1:
         raise ConfigError("--eval-networks", f"must be an integer >= 1 (got {n_networks})")
     memory = load_memory(path)
@@ -380,6 +385,6 @@ def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, ep
     shape = memory.image_shape
     result = evaluate_memory(memory, lambda: build_backbone(backbone, shape, memory.num_classes),
                              HeldOutImages(test_x, test_y, mean, std, transform), n_networks,
-                             TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size), seed, progress)
+                             TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment), seed, progress)
     result["kind"] = memory.kind
     return result
