@@ -21,16 +21,17 @@ def main():
     p.add_argument("--domains", type=int, default=6, help="how many of the 20 domains to distil")
     p.add_argument("--seed", type=int, default=0)
     defaults = DomainDistillConfig()
-    for name in ("alpha_min", "alpha_max", "beta_min", "beta_max"):
+    for name in ("alpha_min", "alpha_max", "beta_min", "beta_max", "lambda_alpha", "lambda_beta"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name),
-                       help=f"rate range end (default {getattr(defaults, name):g})")
+                       help=f"a rate range end or penalty weight (default {getattr(defaults, name):g})")
     args = p.parse_args()
     sc = build_scenario("rot-mnist", 20, seed=args.seed, samples_per_task=300, test_samples_per_task=200,
                         progress=False)
     cfg = DomainDistillConfig(scenario="rot-mnist", strategy="asymmetric", ipc=args.ipc, iterations=20,
                               real_batch=16, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
                               alpha_min=args.alpha_min, alpha_max=args.alpha_max, beta_min=args.beta_min,
-                              beta_max=args.beta_max, seed=args.seed)
+                              beta_max=args.beta_max, lambda_alpha=args.lambda_alpha,
+                              lambda_beta=args.lambda_beta, seed=args.seed)
     distiller = DomainIncrementalDistiller(cfg.didd(), lambda: build_backbone("convnet", sc.input_shape, 10),
                                            sc.num_classes, sc.mean, sc.std)
     for t in range(args.domains):
