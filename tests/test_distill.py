@@ -402,6 +402,25 @@ def test_distill_and_evaluate_memory_end_to_end_on_digits(isolated, capsys):
     assert result["kind"] == "addressable" and result["n_networks"] == 1
 
 
+def test_distill_goes_on_from_a_saved_memory_and_refuses_one_that_does_not_fit(isolated, capsys):
+    base = ["distill", "--dataset", "digits", "--memory", "images", "--backbone", "mlp", "--unroll", "2",
+            "--real-batch", "4", "--eval-networks", "1", "--eval-epochs", "1", "--no-progress"]
+    assert main(base + ["--steps", "2", "--out", "first"]) == 0
+    first = load_memory(isolated / "first" / "memory.pt")
+    assert main(base + ["--steps", "0", "--init", "first/memory.pt", "--out", "same"]) == 0
+    assert torch.equal(load_memory(isolated / "same" / "memory.pt").images, first.images)
+    assert main(base + ["--steps", "1", "--init", "first/memory.pt", "--out", "more"]) == 0
+    assert not torch.equal(load_memory(isolated / "more" / "memory.pt").images, first.images)
+    capsys.readouterr()
+    for argv, needle in [(["--init", "nothing.pt"], "'nothing.pt' is neither real nor noise nor a memory file"),
+                         (["--init", "first/memory.pt", "--ipc", "2"], "holds 10 images; --ipc 2 makes 20"),
+                         (["--init", "first/memory.pt", "--memory", "addressable", "--bases", "8"],
+                          "holds a memory of kind 'images'; this run distils --memory addressable")]:
+        assert main(base + ["--steps", "1", "--out", "bad"] + argv) == 2
+        assert needle in capsys.readouterr().err
+        assert not (isolated / "bad").exists()
+
+
 def test_evaluate_memory_on_a_bad_file_exits_2(isolated, capsys):
     (isolated / "junk.pt").write_text("junk")
     assert main(["evaluate-memory", "junk.pt", "--dataset", "digits", "--no-progress"]) == 2

@@ -28,8 +28,8 @@ from memdistill.distill.augment import AUGMENTATIONS, EVAL_AUGMENTATIONS
 from memdistill.distill.bptt import OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
 from memdistill.distill.gradient_matching import GradientMatchingConfig, GradientMatchingDistiller, dc_loops
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_memory
-from memdistill.distill.memories import (MEMORIES, AddressableMemory, DistilledMemory, SyntheticImages,
-                                         addressable_budget)
+from memdistill.distill.memories import (MEMORIES, AddressableMemory, DistilledMemory, MemoryFileError,
+                                         SyntheticImages, addressable_budget)
 from memdistill.nets import BACKBONES, build_backbone
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet")
@@ -48,7 +48,7 @@ class DistillConfig:
     ipc: int = 1                         # budget: images per class (Eq. 4)
     bases: int = 16                      # K (addressable)
     downsample: int = 2                  # ds (addressable)
-    init: str = "real"                   # real | noise (addressable noise = Xavier, as the public code)
+    init: str = "real"                   # real | noise (addressable noise = Xavier, as the public code) | a memory.pt
     steps: int = 300                     # outer steps
     unroll: int = 10                     # T
     inner_lr: float = 0.01
@@ -117,7 +117,11 @@ def validate(cfg: DistillConfig) -> None:
     choose("dataset", DATASETS)
     choose("memory", tuple(MEMORIES))
     choose("method", DISTILL_METHODS)
-    choose("init", INITS)
+    if cfg.init not in INITS:
+        if not Path(cfg.init).is_file():
+            raise ConfigError("--init", f"{cfg.init!r} is neither {' nor '.join(INITS)} nor a memory file")
+        if cfg.dataset in DATASET_SHAPES:
+            _saved_memory(cfg, *DATASET_SHAPES[cfg.dataset])     # refused before anything is written
     choose("outer_optimizer", OUTER_OPTIMIZERS)
     choose("augment", AUGMENTATIONS)
     choose("eval_augment", EVAL_AUGMENTATIONS)
@@ -160,6 +164,8 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
     transform = transform or (lambda x: x)
     g = torch.Generator().manual_seed(cfg.seed)
     image_shape = tuple(train_images.shape[1:])
+    if cfg.init not in INITS:
+        return _saved_memory(cfg, image_shape, num_classes)
     if cfg.memory == "images":
         if cfg.init == "noise":
             return SyntheticImages.random(image_shape, cfg.ipc, num_classes, g, mean, std)
@@ -184,6 +190,36 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
     x = transform((train_images[pick].float() / 255.0 - m) / s)
     return AddressableMemory.from_real(x, train_labels[pick], num_classes, budget.num_bases, budget.recalls,
                                        cfg.downsample, g, mean, std)
+
+
+def _saved_memory(cfg: DistillConfig, image_shape: tuple, num_classes: int) -> DistilledMemory:
+    """``--init FILE``: go on distilling a memory a run saved (e.g. a longer unroll after a
+    shorter one).  Kind, image shape, classes and size must be what the run's flags
+    (``--memory``, ``--dataset``, ``--ipc``, ``--bases``, ``--downsample``) would build."""
+    from memdistill.distill.memories import load_memory
+    try:
+        memory = load_memory(cfg.init)
+    except MemoryFileError as e:
+        raise ConfigError("--init", str(e)) from None
+    if memory.kind != cfg.memory:
+        raise ConfigError("--init", f"{cfg.init} holds a memory of kind {memory.kind!r}; this run distils "
+                                    f"--memory {cfg.memory}")
+    if tuple(memory.image_shape) != image_shape or memory.num_classes != num_classes:
+        raise ConfigError("--init", f"{cfg.init} holds {memory.num_classes} classes of shape "
+                                    f"{list(memory.image_shape)}; {cfg.dataset} has {num_classes} of shape "
+                                    f"{list(image_shape)}")
+    if isinstance(memory, AddressableMemory):
+        budget = addressable_budget(cfg.ipc, num_classes, image_shape, cfg.bases, cfg.downsample)
+        held = (memory.num_bases, memory.recalls_per_query, memory.downsample)
+        wanted = (budget.num_bases, budget.recalls, budget.downsample)
+        if held != wanted:
+            raise ConfigError("--init", f"{cfg.init} holds {held[0]} bases, {held[1]} recalls per class at "
+                                        f"downsample {held[2]}; --ipc {cfg.ipc} --bases {cfg.bases} --downsample "
+                                        f"{cfg.downsample} make {wanted[0]}, {wanted[1]} and {wanted[2]}")
+    elif len(memory.labels) != cfg.ipc * num_classes:
+        raise ConfigError("--init", f"{cfg.init} holds {len(memory.labels)} images; --ipc {cfg.ipc} makes "
+                                    f"{cfg.ipc * num_classes}")
+    return memory
 
 
 # Remember the Past's Tables 1-2 at equal bytes, one run folder per row.  The shared options
