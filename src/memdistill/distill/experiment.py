@@ -421,6 +421,7 @@ def evaluate_memory_file(path: str | Path, dataset: str, n_networks: int = 5, ep
     shape = memory.image_shape
     result = evaluate_memory(memory, lambda: build_backbone(backbone, shape, memory.num_classes),
                              HeldOutImages(test_x, test_y, mean, std, transform), n_networks,
-                             TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment), seed, progress)
+                             TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment),
+                             seed, progress)
     result["kind"] = memory.kind
     return result
