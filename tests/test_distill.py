@@ -402,6 +402,35 @@ def test_distill_and_evaluate_memory_end_to_end_on_digits(isolated, capsys):
     assert result["kind"] == "addressable" and result["n_networks"] == 1
 
 
+def test_validation_split_holds_out_each_class_disjointly_and_depends_on_the_seed_only():
+    from memdistill.distill.experiment import _validation_split
+    y = torch.arange(4).repeat_interleave(20)                     # 4 classes x 20
+    x = torch.arange(80).reshape(80, 1, 1, 1)                     # each image names its index
+    tx, ty, vx, vy = _validation_split(x, y, 0.1, seed=3)
+    assert len(vy) == 8 and torch.bincount(vy).tolist() == [2, 2, 2, 2]
+    assert len(ty) == 72 and set(tx.flatten().tolist()).isdisjoint(vx.flatten().tolist())
+    assert torch.equal(y[vx.flatten()], vy)                      # labels travel with their images
+    assert torch.equal(_validation_split(x, y, 0.1, seed=3)[2], vx)
+    assert not torch.equal(_validation_split(x, y, 0.1, seed=4)[2], vx)
+
+
+def test_distill_with_a_validation_fraction_scores_on_held_out_training_images(isolated, capsys):
+    from memdistill.data.sources import load_source
+    argv = ["distill", "--dataset", "digits", "--memory", "images", "--backbone", "mlp", "--steps", "0",
+            "--eval-networks", "1", "--eval-epochs", "2", "--no-progress"]
+    assert main(argv + ["--validation-fraction", "0.2", "--out", "val"]) == 0
+    assert main(argv + ["--out", "test"]) == 0
+    val = json.loads((isolated / "val" / "summary.json").read_text())
+    test = json.loads((isolated / "test" / "summary.json").read_text())
+    source = load_source("digits", progress=False)
+    per_class = torch.bincount(torch.from_numpy(source.train.labels.copy()))
+    assert val["evaluated_on"] == "validation" and test["evaluated_on"] == "test"
+    assert val["evaluation"]["test_samples"] == sum(round(0.2 * int(n)) for n in per_class)
+    assert test["evaluation"]["test_samples"] == len(source.test.labels)
+    assert main(argv + ["--validation-fraction", "1", "--out", "bad"]) == 2
+    assert "--validation-fraction: must be in [0, 1)" in capsys.readouterr().err
+
+
 def test_distill_goes_on_from_a_saved_memory_and_refuses_one_that_does_not_fit(isolated, capsys):
     base = ["distill", "--dataset", "digits", "--memory", "images", "--backbone", "mlp", "--unroll", "2",
             "--real-batch", "4", "--eval-networks", "1", "--eval-epochs", "1", "--no-progress"]

@@ -268,6 +268,10 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--eval-augment", help="evaluation networks' training augmentation: none (default) or "
                                           "crop-scale-rotate (DC's MNIST evaluation protocol)")
     d.add_argument("--eval-test-samples", type=_optional_int, help="test images used (default all)")
+    d.add_argument("--validation-fraction", type=float,
+                   help="hold out this share of each class's training images, distil on the rest and "
+                        "evaluate on the held-out ones instead of the test split (default 0; the paper "
+                        "chooses the number of bases on 0.1)")
     d.add_argument("--seed", type=int)
     d.add_argument("--device", help="cpu, auto, cuda, cuda:N (default cpu)")
     d.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")

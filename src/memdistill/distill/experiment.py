@@ -74,6 +74,7 @@ class DistillConfig:
     eval_batch: int = 256
     eval_augment: str = "none"           # crop-scale-rotate: DC's MNIST evaluation augmentation
     eval_test_samples: int | None = None  # None: the whole test split
+    validation_fraction: float = 0.0     # > 0: hold out this share of train and evaluate there (choosing K)
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
@@ -138,6 +139,7 @@ def validate(cfg: DistillConfig) -> None:
         positive(name)
     positive("clip", optional=True)
     fraction("inner_momentum")
+    fraction("validation_fraction")
     fraction("outer_momentum")
     if cfg.memory == "addressable":
         shape, classes = DATASET_SHAPES[cfg.dataset]
@@ -283,6 +285,22 @@ def run_table(preset: str, given: dict, out: str | Path, progress: bool = True) 
     return summaries
 
 
+def _validation_split(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int):
+    """(train x, train y, validation x, validation y): ``fraction`` of every class held out."""
+    g = torch.Generator().manual_seed(10_007 + seed)
+    held = []
+    for c in torch.unique(y).tolist():
+        members = torch.nonzero(y == c).flatten()
+        n = max(1, round(fraction * len(members)))
+        if n >= len(members):
+            raise ConfigError("--validation-fraction", f"{fraction} leaves no training image of class {c}")
+        held.append(members[torch.randperm(len(members), generator=g)[:n]])
+    held = torch.cat(held).sort().values
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[held] = False
+    return x[keep], y[keep], x[held], y[held]
+
+
 def _peak_rss_mb() -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -305,6 +323,12 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
     image_shape = tuple(train_x.shape[1:])
     test_x = torch.from_numpy(source.test.images.copy())
     test_y = torch.from_numpy(source.test.labels.copy())
+    evaluated_on = "test"
+    if cfg.validation_fraction > 0:
+        # Sec. 5.1 chooses K on a held-out 10 % of the training set; the split depends on the
+        # seed only, so runs that differ in K are scored on the same images.
+        train_x, train_y, test_x, test_y = _validation_split(train_x, train_y, cfg.validation_fraction, cfg.seed)
+        evaluated_on = "validation"
     if cfg.eval_test_samples is not None and cfg.eval_test_samples < len(test_y):
         keep = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.eval_test_samples]
         test_x, test_y = test_x[keep.sort().values], test_y[keep.sort().values]
@@ -363,6 +387,7 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         "memory_bytes": int(memory.nbytes),
         "image_budget_bytes": int(4 * cfg.ipc * num_classes * image_shape[0] * image_shape[1] * image_shape[2]),
         "recalled_samples": evaluation["train_samples"],
+        "evaluated_on": evaluated_on,
         "distill_s": round(distill_s, 3),
         "outer_step_s": round(sum(step_seconds) / len(step_seconds), 3) if step_seconds else None,
         "eval_s": evaluation["seconds"],
