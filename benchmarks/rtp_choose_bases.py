@@ -37,6 +37,7 @@ def main():
                 sys.exit(code)
         s = json.loads((folder / "summary.json").read_text())
         rows.append((k, s))
+    rows.sort(key=lambda r: r[0])
     lines = ["| K (bases) | recalls / class | bytes | validation accuracy (%) | distill s |", "|---|---|---|---|---|"]
     for k, s in rows:
         lines.append(f"| {k} | {s['addressable']['recalls_per_class']} | {s['memory_bytes']} | "
@@ -54,7 +55,7 @@ def main():
                 yerr=[s["accuracy"]["std"] for _, s in rows], marker="o", capsize=3)
     ax.set_xlabel("number of bases K")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{rows[0][1]['dataset']}, {rows[0][1]['ipc']} image(s) per class")
+    ax.set_title(f"{rows[0][1]['dataset']}, budget {rows[0][1]['ipc']} image(s) per class")
     fig.tight_layout()
     fig.savefig(out / "validation_vs_bases.png", dpi=120)
 
