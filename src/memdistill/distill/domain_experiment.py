@@ -61,7 +61,7 @@ class DomainDistillConfig:
     meta_lr: float = 0.05
     meta_optimizer: str = "adam"
     lambda_alpha: float = 0.01
-    lambda_beta: float = DIDDConfig.lambda_beta   # why this value: DIDDConfig
+    lambda_beta: float = 0.01
     reg_weight: float = 0.5
     segment: int = 5                      # domains per segment of the ablation table
     backbone: str = "convnet"
@@ -354,7 +354,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--meta-lr", type=float, help="with --scenario: η_α = η_β (default 0.05)")
     parser.add_argument("--meta-optimizer", help=f"with --scenario: one of {', '.join(META_OPTIMIZERS)} (default adam)")
     parser.add_argument("--lambda-alpha", type=float, help="with --scenario: λ_α (default 0.01)")
-    parser.add_argument("--lambda-beta", type=float, help=f"with --scenario: λ_β (default {DIDDConfig.lambda_beta:g})")
+    parser.add_argument("--lambda-beta", type=float, help="with --scenario: λ_β (default 0.01)")
     parser.add_argument("--reg-weight", type=float, help="with --scenario: λ of ewc/mas/lwf (default 0.5)")
     parser.add_argument("--segment", type=int, help="with --scenario: domains per accuracy segment (default 5)")
 

@@ -86,11 +86,7 @@ class DIDDConfig:
     meta_lr: float = 0.05                 # η_α = η_β
     meta_optimizer: str = "adam"          # adam (normalised steps) | sgd (the paper's plain step)
     lambda_alpha: float = 0.01            # λ_α
-    # λ_β: the paper gives no value.  At 0.07 the bi-level step freezes most samples (β̄ → 0) and
-    # leaves the rest plastic; measured on 20 Rotated-MNIST domains, 3 seeds: IPC 10 A_T / F_T
-    # 59.6 / 11.7 against 57.4 / 31.9 at 0.01 (0.1 freezes nearly all: 52.6 / 5.7 on seed 0);
-    # IPC 1 unchanged (38.5 / 24.1 against 38.8 / 25.5), where no sample is frozen.
-    lambda_beta: float = 0.07
+    lambda_beta: float = 0.01             # λ_β
     reg_weight: float = 0.5               # λ of ewc / mas / lwf
     seed: int = 0
 

@@ -57,7 +57,7 @@ class DomainIncrementalDistillation(Learner):
                "img_momentum": 0.5, "distance": "mmd", "augment": "flip-rotate",
                "alpha_min": DIDDConfig.alpha_range[0], "alpha_max": DIDDConfig.alpha_range[1],
                "beta_min": DIDDConfig.beta_range[0], "beta_max": DIDDConfig.beta_range[1], "meta_lr": 0.05,
-               "lambda_alpha": 0.01, "lambda_beta": DIDDConfig.lambda_beta, "reg_weight": 0.5, "retrain_epochs": 300,
+               "lambda_alpha": 0.01, "lambda_beta": 0.01, "reg_weight": 0.5, "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
