@@ -71,3 +71,15 @@ def test_inner_batch_samples_the_recalled_set(digits):
     assert run(inner_batch=2) != whole              # minibatches of 2 take other steps
     with pytest.raises(ConfigError, match="inner_batch must be a positive integer"):
         run(inner_batch=0)
+
+
+def test_checkpoint_every_changes_memory_not_results(digits):
+    """Keeping every unrolled step (k = 1) or recomputing from sparse checkpoints gives the
+    same exact hypergradient, hence the same run; a bad interval is refused up front."""
+    def run(**extra):
+        cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2,
+                        method_args={**ARGS, "unroll": 4, **extra})
+        return engine.run(cfg, None, _scenario(digits, n_tasks=2), progress=False)["class_il"]["acc"]
+    assert run(checkpoint_every=1) == pytest.approx(run(checkpoint_every=3), abs=1e-9)
+    with pytest.raises(ConfigError, match="checkpoint_every must be a positive integer"):
+        run(checkpoint_every=0)

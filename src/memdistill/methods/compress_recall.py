@@ -27,6 +27,8 @@ by default it is ``--buffer`` samples at the exemplar rule above.
 
 Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``, ``bases`` (K), ``downsample``, ``distill_steps``,
 ``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``outer_lr``, ``real_batch`` (per class),
+``checkpoint_every`` (BPTT checkpoint interval; None: every ceil(sqrt(unroll)) steps, 1: keep every
+step, which skips the recomputation at the cost of 2 x unroll parameter sets),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``.
 """
 from __future__ import annotations
@@ -91,7 +93,8 @@ class CompressRecall(Learner):
     # Defaults picked on Rotated MNIST task 0 (MLP, buffer 200 / 20 tasks = 7,920 bytes a task):
     # 20 bases at 7x7 + 5 recalls/class gave 66% vs 57% for 8 bases at 14x14 (docs/benchmarks.md).
     options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "unroll": 10, "inner_lr": 0.01,
-               "inner_momentum": 0.9, "inner_batch": None, "outer_lr": 0.03, "real_batch": 32, "retrain_epochs": 300,
+               "inner_momentum": 0.9, "inner_batch": None, "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
+               "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
@@ -116,10 +119,11 @@ class CompressRecall(Learner):
                              f"(got {o['budget_bytes']!r})")
         # Recalled samples per inner BPTT step (Alg. 1 line 9); None: the task's whole recalled
         # set. The public code samples 32 per class, which bounds a step's cost on large sets.
-        if o["inner_batch"] is not None and not (isinstance(o["inner_batch"], int)
-                                                 and not isinstance(o["inner_batch"], bool) and o["inner_batch"] > 0):
-            raise ValueError(f"method compress-recall: option inner_batch must be a positive integer "
-                             f"(got {o['inner_batch']!r})")
+        for name in ("inner_batch", "checkpoint_every"):
+            value = o[name]
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"method compress-recall: option {name} must be a positive integer "
+                                 f"(got {value!r})")
         self.task_bytes = self.budget_bytes // ctx.num_tasks
         self.memories: list[DistilledMemory] = []
         self.memory_classes: list[list[int]] = []     # global label of each memory's local label
@@ -197,7 +201,7 @@ class CompressRecall(Learner):
         o = self.opts
         cfg = BPTTConfig(unroll=int(o["unroll"]), inner_lr=float(o["inner_lr"]),
                          inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
-                         real_batch_per_class=int(o["real_batch"]),
+                         real_batch_per_class=int(o["real_batch"]), checkpoint_every=o["checkpoint_every"],
                          outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task.index)
         distiller = BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
                                   cfg, self.device)
