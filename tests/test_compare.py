@@ -69,6 +69,21 @@ def test_compare_on_digits_runs_every_kind_at_equal_bytes(isolated, capsys):
     assert "not in the table yet: exemplars/6KB/seed0" in capsys.readouterr().err
     row = [line for line in (out / "compare.md").read_text().splitlines() if line.startswith("| exemplars | 6KB")]
     assert row and row[0].endswith("| – | – | – | 0 |")
+    # --include: rows of another folder fill the row that has no run here, and add rows it lacks
+    other = [dict(r) for r in records if r["kind"] == "exemplars"]
+    for r in other:
+        r.update(acc=[11.0, float("nan")], seeds=1, bytes_used=[r["planned_bytes"]])
+    other.append({**other[0], "kind": "tape", "label": "99KB", "budget": 99000, "bytes_used": [99000]})
+    (isolated / "other.json").write_text(json.dumps(other))
+    assert main([*argv, "--report-only", "--include", str(isolated / "other.json")]) == 0
+    merged = {(r["kind"], r["label"]): r for r in json.loads((out / "compare.json").read_text())}
+    assert merged[("exemplars", "6KB")]["acc"][0] == 11.0           # no run here: the included row
+    assert merged[("exemplars", "12KB")]["acc"][0] != 11.0          # a run here wins
+    assert merged[("tape", "99KB")]["from"] == str(isolated / "other.json")
+    assert "(not run in this folder): exemplars 6KB, tape 99KB." in (out / "compare.md").read_text()
+    (isolated / "bad.json").write_text(json.dumps([{"kind": "x"}]))
+    assert main([*argv, "--report-only", "--include", str(isolated / "bad.json")]) == 2
+    assert "--include: record 0 of" in capsys.readouterr().err
 
 
 def _write_tiny_mnist(root, classes=4, per_class=12, size=8):
@@ -146,6 +161,7 @@ def test_didd_refuses_class_incremental_scenarios_and_joint():
     (["--budget", "100"], "--budget: 100 bytes is too small for kind exemplars"),
     (["--kind-arg", "tape:x=1"], "--kind-arg: unknown memory kind 'tape'"),
     (["--kinds", "addressable", "--kind-arg", "addressable:nope=1"], "--method-arg: method compress-recall has no option"),
+    (["--include", "no-such.json"], "--include: no such file: no-such.json"),
 ])
 def test_bad_input_exits_2_before_any_folder(isolated, capsys, argv, needle):
     base = ["compare", "--scenario", "seq-digits", "--out", str(isolated / "out"), "--no-progress"]

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the planned runs and their bytes, run nothing")
     cmp.add_argument("--report-only", dest="report_only", action="store_true",
         help="run nothing: write the table and plot from the runs finished so far")
+    cmp.add_argument("--include", nargs="+", metavar="COMPARE_JSON",
+        help="other comparisons' compare.json files (runs made into other folders): their rows "
+             "fill the table and plot where this folder has no finished run")
     add_run_options(cmp, skip=("--method", "--buffer", "--seed", "--method-arg", "--plugin", "--plugin-arg",
                                "--out", "--no-resume"))
 
@@ -392,7 +395,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     options = dict(load_preset(args.preset)) if "preset" in args else {}
     given = {k: v for k, v in vars(args).items()
              if k not in ("command", "preset", "out", "progress", "dry_run", "report_only", "kind_args",
-                          *EXECUTOR_FLAGS)}
+                          "include", *EXECUTOR_FLAGS)}
     kind_args = {k: dict(v) for k, v in (options.get("kind_args") or {}).items()}
     for kind, key, value in getattr(args, "kind_args", []):
         kind_args.setdefault(kind, {})[key] = value
@@ -407,7 +410,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         records = run_compare(spec, out, progress=getattr(args, "progress", True),
                               dry_run=getattr(args, "dry_run", False),
-                              report_only=getattr(args, "report_only", False), **executor_options(args))
+                              report_only=getattr(args, "report_only", False),
+                              include=getattr(args, "include", ()), **executor_options(args))
     except sweep.RunsFailed as e:
         return _report_failures("compare", e, len(e.summaries))
     if records:

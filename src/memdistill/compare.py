@@ -145,6 +145,46 @@ def aggregate(rows: list[Row], summaries: dict[str, dict]) -> list[dict]:
     return records
 
 
+RECORD_KEYS = ("kind", "label", "budget", "bytes_used", "acc", "fm", "seconds", "seeds", "budget_free")
+
+
+def load_included(paths) -> list[dict]:
+    """Records of other comparisons (their ``compare.json``), e.g. runs made on another day or
+    machine into another folder; each record is tagged with the file it came from."""
+    included = []
+    for path in map(Path, paths):
+        try:
+            records = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("--include", f"no such file: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError("--include", f"{path} is not JSON ({e})") from None
+        if not isinstance(records, list):
+            raise ConfigError("--include", f"{path} must hold a list of records (a compare.json)")
+        for i, r in enumerate(records):
+            missing = [k for k in RECORD_KEYS if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise ConfigError("--include", f"record {i} of {path} lacks {', '.join(missing)}")
+            included.append({**r, "acc": tuple(r["acc"]), "fm": tuple(r["fm"]),
+                             "seconds": tuple(r["seconds"]), "from": str(path)})
+    return included
+
+
+def merge_records(records: list[dict], included: list[dict]) -> list[dict]:
+    """This folder's records, with an included record in place of a row that has no finished
+    run here (the same kind and budget label), and included rows this folder lacks appended."""
+    here = {(r["kind"], r["label"]): r for r in records}
+    for r in included:
+        key = (r["kind"], r["label"])
+        if key not in here:
+            records.append(r)
+            here[key] = r
+        elif here[key]["seeds"] == 0 and "from" not in here[key]:
+            records[records.index(here[key])] = r
+            here[key] = r
+    return records
+
+
 def markdown(records: list[dict], shape: budgets.ScenarioShape, run_options: dict) -> str:
     def pm(pair, digits=2):
         mean, std = pair
@@ -165,6 +205,10 @@ def markdown(records: list[dict], shape: budgets.ScenarioShape, run_options: dic
         budget_bytes = "–" if r["budget"] is None else str(r["budget"])
         lines.append(f"| {r['kind']} | {budget} | {budget_bytes} | {r['note'] or '–'} | {used} | {pm(r['acc'])} | {pm(r['fm'])} | "
                      f"{pm(r['seconds'], 1)} | {r['seeds']} |")
+    sources = sorted({r["from"] for r in records if "from" in r})
+    for source in sources:
+        rows = ", ".join(f"{r['kind']} {r['label']}" for r in records if r.get("from") == source)
+        lines += ["", f"From {source} (not run in this folder): {rows}."]
     options = ", ".join(f"{k}={v}" for k, v in sorted(run_options.items()) if v is not None)
     lines += ["", f"Run options: {options or 'scenario defaults'}."]
     return "\n".join(lines) + "\n"
@@ -225,13 +269,15 @@ def finished_summaries(jobs: list[Job], out: Path) -> dict[str, dict]:
 
 
 def run_compare(spec: CompareSpec, out: str | Path, progress: bool = True, dry_run: bool = False,
-                report_only: bool = False, **executor) -> list[dict]:
+                report_only: bool = False, include=(), **executor) -> list[dict]:
     """Plan, run (skipping finished runs), and write compare.md, compare.json and compare.png.
 
     ``report_only``: run nothing; the table and plot hold the runs finished so far (the
     others are rows with 0 seeds).  ``executor``: ``workers``, ``ray``, ``slurm``,
     ``threads_per_run`` of ``sweep.run_jobs``; it raises ``sweep.RunsFailed`` after the
-    other runs finish if some failed."""
+    other runs finish if some failed.  ``include``: other comparisons' ``compare.json`` files
+    whose rows fill the table and plot where this folder has none (``merge_records``)."""
+    included = load_included(include)      # a bad file is refused before anything runs
     rows, shape = plan_compare(spec, progress=progress)
     if dry_run:
         print(dry_run_table(rows), end="")
@@ -247,7 +293,7 @@ def run_compare(spec: CompareSpec, out: str | Path, progress: bool = True, dry_r
     else:
         results = run_jobs(jobs, out, progress=progress, **executor)
         summaries = {job.name: s for job, s in zip(jobs, results)}
-    records = aggregate(rows, summaries)
+    records = merge_records(aggregate(rows, summaries), included)
     atomic_write(out / "compare.md", markdown(records, shape, spec.run_options))
     atomic_write(out / "compare.json", json.dumps(records, indent=2) + "\n")
     plot(records, out / "compare.png", f"{shape.name}: accuracy vs memory bytes ({len(spec.seeds)} seed(s))")
