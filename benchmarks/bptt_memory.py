@@ -8,6 +8,11 @@ ceil(sqrt(T)) steps, recomputing segments); ``1`` keeps every step's parameters
 (no recomputation; the O(T x model) strategy of the public code).
 
     OMP_NUM_THREADS=1 python benchmarks/bptt_memory.py --unrolls 10 50 150
+
+``--setting cifar10-reduced-resnet18`` is one task of the Split CIFAR-10 comparison's
+distilled kinds instead: 2 classes, 388 real-image starts per class (776 images, what
+an addressable memory recalls at the smallest budget), reduced-resnet18 with batch
+statistics, inner minibatches of 64, real batch 32 per class.
 """
 from __future__ import annotations
 
@@ -27,7 +32,14 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def one(unroll: int, checkpoint_every: int | None, steps: int, cache_dir: str | None) -> dict:
+SETTINGS = {  # dataset, backbone, classes, images per class, inner batch, real batch per class
+    "mnist-convnet": ("mnist", "convnet", 10, 1, None, 16),
+    "cifar10-reduced-resnet18": ("cifar10", "reduced-resnet18", 2, 388, 64, 32),
+}
+
+
+def one(unroll: int, checkpoint_every: int | None, steps: int, cache_dir: str | None,
+        setting: str = "mnist-convnet") -> dict:
     import torch
 
     from memdistill.data.scenarios import NORMALISATION
@@ -36,13 +48,18 @@ def one(unroll: int, checkpoint_every: int | None, steps: int, cache_dir: str | 
     from memdistill.distill.experiment import DistillConfig, build_memory
     from memdistill.nets import build_backbone
 
-    src = load_source("mnist", cache_dir=cache_dir, progress=False)
+    dataset, backbone, classes, ipc, inner_batch, real_batch = SETTINGS[setting]
+    src = load_source(dataset, cache_dir=cache_dir, progress=False)
     x = torch.from_numpy(src.train.images.copy())
     y = torch.from_numpy(src.train.labels.copy())
-    mean, std = NORMALISATION["mnist"]
-    memory = build_memory(DistillConfig(memory="images"), x, y, 10, mean, std)
-    cfg = BPTTConfig(unroll=unroll, real_batch_per_class=16, checkpoint_every=checkpoint_every)
-    distiller = BPTTDistiller(memory, lambda: build_backbone("convnet", (1, 28, 28), 10), x, y, mean, std, cfg)
+    keep = y < classes
+    x, y = x[keep], y[keep]
+    mean, std = NORMALISATION[dataset]
+    memory = build_memory(DistillConfig(memory="images", ipc=ipc), x, y, classes, mean, std)
+    cfg = BPTTConfig(unroll=unroll, real_batch_per_class=real_batch, inner_batch=inner_batch,
+                     checkpoint_every=checkpoint_every)
+    shape = tuple(x.shape[1:])
+    distiller = BPTTDistiller(memory, lambda: build_backbone(backbone, shape, classes), x, y, mean, std, cfg)
     before = rss_mb()
     times, entry = [], {}
     for _ in range(steps):
@@ -50,7 +67,7 @@ def one(unroll: int, checkpoint_every: int | None, steps: int, cache_dir: str | 
         entry = distiller.outer_step()
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"unroll": unroll, "checkpoint_every": checkpoint_every or "sqrt", "steps": steps,
+    return {"setting": setting, "unroll": unroll, "checkpoint_every": checkpoint_every or "sqrt", "steps": steps,
             "seconds_per_step": round(sum(times) / len(times), 2), "rss_before_mb": round(before, 1),
             "peak_rss_mb": round(peak, 1), "step_peak_increase_mb": round(peak - before, 1),
             "stored_param_sets": entry["stored_param_sets"], "stored_mb": round(entry["stored_mb"], 1),
@@ -63,15 +80,17 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["sqrt", "1"], help="checkpoint intervals: sqrt or an int")
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--cache-dir")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="mnist-convnet")
     parser.add_argument("--child", nargs=2, metavar=("T", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         T, mode = int(args.child[0]), args.child[1]
-        print(json.dumps(one(T, None if mode == "sqrt" else int(mode), args.steps, args.cache_dir)))
+        print(json.dumps(one(T, None if mode == "sqrt" else int(mode), args.steps, args.cache_dir, args.setting)))
         return
     for T in args.unrolls:
         for mode in args.modes:
-            cmd = [sys.executable, __file__, "--child", str(T), mode, "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--child", str(T), mode, "--steps", str(args.steps),
+                   "--setting", args.setting]
             if args.cache_dir:
                 cmd += ["--cache-dir", args.cache_dir]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
