@@ -117,8 +117,8 @@ class CompressRecall(Learner):
         else:
             raise ValueError(f"method compress-recall: option budget_bytes must be a positive integer "
                              f"(got {o['budget_bytes']!r})")
-        # Recalled samples per inner BPTT step (Alg. 1 line 9); None: the task's whole recalled
-        # set. The public code samples 32 per class, which bounds a step's cost on large sets.
+        # inner_batch: recalled samples per inner BPTT step (Alg. 1 line 9); None: the task's whole
+        # recalled set. The public code samples 32 per class, which bounds a step's cost on large sets.
         for name in ("inner_batch", "checkpoint_every"):
             value = o[name]
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
