@@ -46,6 +46,17 @@ def test_scenario_plugin_options_and_dict_sweeps_are_named(isolated):
     assert jobs[3].config.plugin_args == {"eps": 0.3} and jobs[3].config.lr == 0.05
 
 
+def test_a_method_spec_carries_options_for_its_own_method(isolated):
+    jobs = expand({"method": ["er", "clser:plastic_prob=0.9", "clser:plastic_prob=0.9+ddn:lr=1e+3"]})
+    assert [j.name for j in jobs] == ["er/seed0", "clser-plastic_prob0.9/seed0",
+                                      "clser-plastic_prob0.9+ddn-lr1000.0/seed0"]
+    assert jobs[0].config.method_args == {}
+    assert (jobs[1].config.method, jobs[1].config.method_args, jobs[1].config.plugin) == \
+        ("clser", {"plastic_prob": 0.9}, None)
+    assert (jobs[2].config.method_args, jobs[2].config.plugin, jobs[2].config.plugin_args) == \
+        ({"plastic_prob": 0.9}, "ddn", {"lr": 1000.0})
+
+
 @pytest.mark.parametrize("grid,needle", [
     ("method: [er, nonsense]\n", "--method: unknown value 'nonsense'; allowed: finetune"),
     ("buffer: [50, -1]\nmethod: er\n", "--buffer: must be an integer >= 0 (got -1) (run er/buf-1/seed0)"),
@@ -55,6 +66,7 @@ def test_scenario_plugin_options_and_dict_sweeps_are_named(isolated):
     ("method: er\nplugin_args: {eps: 2}\nplugin: label-smoothing\n", "--plugin-arg: plugin label-smoothing"),
     ("method: [er, er+ddn:every=0]\n", "--plugin-arg: plugin ddn"),
     ("method: [er, finetune]\nmethod_args: {alpha: 1}\n", "--method-arg: method er has no option 'alpha'"),
+    ("method: [er, 'er:alpha=1+ddn']\n", "--method-arg: method er has no option 'alpha'"),
     ("scenario: seq-cifar10\n", "cifar10"),      # missing data is found before any run starts
     ("seed: [0, 0]\n", "grid: two runs would share the folder er/seed0"),
     ("method: [er\n", "GRID: g.yaml is not valid YAML"),

@@ -41,7 +41,8 @@ def add_run_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     add("--scenario", help=f"one of: {', '.join(SCENARIOS)} (default seq-digits)")
     add("--method", nargs="+",
         help=f"one or more of: {', '.join(METHODS)} (default er); METHOD+PLUGIN "
-             f"(e.g. er+ddn, er+label-smoothing:eps=0.5) adds a plug-in to that run only")
+             f"(e.g. er+ddn, er+label-smoothing:eps=0.5) adds a plug-in to that run only, "
+             f"METHOD:KEY=VALUE (e.g. clser:plastic_prob=0.9+ddn) sets that run's method options")
     add("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the scenario's)")
     add("--buffer", type=int, nargs="+", help="memory size(s) in samples (default 200)")
     add("--buffer-policy", help=f"one of: {', '.join(BUFFERS)} (default reservoir)")

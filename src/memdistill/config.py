@@ -6,6 +6,7 @@ so ``memdistill run --scenario seq-cifar10`` does something sensible without fla
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -199,13 +200,23 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), parsed
 
 
-def parse_method_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
-    """``er`` | ``er+ddn`` | ``er+label-smoothing:eps=0.5,alpha=1`` -> (method, plugin, plugin args)."""
-    if "+" not in spec:
-        return spec, None, {}
-    method, plugin = spec.split("+", 1)
-    plugin, _, args = plugin.partition(":")
-    return method, plugin, dict(parse_option(a) for a in args.split(",") if a.strip())
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any], str | None, dict[str, Any]]:
+    """``METHOD[:k=v,...][+PLUGIN[:k=v,...]]`` -> (method, method args, plugin, plugin args).
+
+    ``er+ddn`` | ``er+label-smoothing:eps=0.5`` | ``clser:plastic_prob=0.9+ddn``: one grid can
+    give each method its own options (CLS-ER's best plastic rate differs with the buffer).
+    A ``+`` followed by a letter starts the plug-in, so values such as ``1e+3`` stay whole.
+    """
+    method_part, *rest = re.split(r"\+(?=[A-Za-z])", spec, maxsplit=1)
+    method, _, method_args = method_part.partition(":")
+    plugin, plugin_args = None, ""
+    if rest:
+        plugin, _, plugin_args = rest[0].partition(":")
+    return (method, _parse_option_list(method_args), plugin, _parse_option_list(plugin_args))
+
+
+def _parse_option_list(text: str) -> dict[str, Any]:
+    return dict(parse_option(a) for a in text.split(",") if a.strip())
 
 
 # Class counts known before loading data, so task counts are checked up front.

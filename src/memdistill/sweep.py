@@ -82,8 +82,8 @@ _FIELD_ORDER = [f.name for f in dataclasses.fields(RunConfig)]
 def expand(options: dict[str, Any], grid: dict[str, list] | None = None, source: str = "options") -> list[Job]:
     """One job per combination of the swept options (``grid`` plus every list in ``options``).
 
-    A method spec ``METHOD+PLUGIN[:k=v,...]`` gives that run the plug-in (``config.parse_method_spec``),
-    so one grid can mix runs with and without a plug-in.
+    A method spec ``METHOD[:k=v,...][+PLUGIN[:k=v,...]]`` gives that run its own method options and
+    plug-in (``config.parse_method_spec``), so one grid can mix runs with and without a plug-in.
     """
     options = dict(options)
     grid = dict(grid or {})
@@ -107,7 +107,10 @@ def expand(options: dict[str, Any], grid: dict[str, list] | None = None, source:
         combo = dict(zip(keys, values))
         run_options = {**options, **combo}
         spec = str(run_options.get("method", "er"))
-        method, plugin, spec_args = parse_method_spec(spec)
+        method, method_args, plugin, spec_args = parse_method_spec(spec)
+        run_options["method"] = method
+        if method_args:   # "clser:plastic_prob=0.9": options for this run's method only
+            run_options["method_args"] = {**run_options.get("method_args", {}), **method_args}
         if plugin is not None:   # "er+ddn": a plug-in for this run only, so one sweep mixes both
             if run_options.get("plugin") not in (None, plugin):
                 raise ConfigError("--plugin", f"{spec} names plugin {plugin}, but --plugin is "
@@ -117,7 +120,7 @@ def expand(options: dict[str, Any], grid: dict[str, list] | None = None, source:
         elif several_methods and not plugin_given:
             run_options.pop("plugin_args", None)   # plug-in options belong to the "+" runs
         cfg = RunConfig.from_dict(run_options, source=source)
-        jobs.append(Job(_folder_name(cfg, combo, spec_args, varying), cfg))
+        jobs.append(Job(_folder_name(cfg, combo, method_args, spec_args, varying), cfg))
     seen: dict[str, int] = {}
     for job in jobs:
         if job.name in seen:
@@ -127,8 +130,8 @@ def expand(options: dict[str, Any], grid: dict[str, list] | None = None, source:
     return jobs
 
 
-def _folder_name(cfg: RunConfig, combo: dict, spec_args: dict, varying: list[str]) -> str:
-    label = cfg.method
+def _folder_name(cfg: RunConfig, combo: dict, method_args: dict, spec_args: dict, varying: list[str]) -> str:
+    label = cfg.method + "".join(f"-{k}{v}" for k, v in method_args.items())
     if cfg.plugin:
         label += f"+{cfg.plugin}" + "".join(f"-{k}{v}" for k, v in spec_args.items())
     parts = [str(cfg.scenario)] if "scenario" in varying else []
