@@ -441,13 +441,33 @@ def test_distill_goes_on_from_a_saved_memory_and_refuses_one_that_does_not_fit(i
     assert main(base + ["--steps", "1", "--init", "first/memory.pt", "--out", "more"]) == 0
     assert not torch.equal(load_memory(isolated / "more" / "memory.pt").images, first.images)
     capsys.readouterr()
-    for argv, needle in [(["--init", "nothing.pt"], "'nothing.pt' is neither real nor noise nor a memory file"),
+    for argv, needle in [(["--init", "nothing.pt"], "'nothing.pt' is none of real, noise, mean and not a memory file"),
                          (["--init", "first/memory.pt", "--ipc", "2"], "holds 10 images; --ipc 2 makes 20"),
                          (["--init", "first/memory.pt", "--memory", "addressable", "--bases", "8"],
                           "holds a memory of kind 'images'; this run distils --memory addressable")]:
         assert main(base + ["--steps", "1", "--out", "bad"] + argv) == 2
         assert needle in capsys.readouterr().err
         assert not (isolated / "bad").exists()
+
+
+def test_mean_init_starts_from_the_means_of_disjoint_groups_of_each_class():
+    from memdistill.distill.experiment import _starting_images
+    images = torch.randint(0, 256, (12, 1, 2, 2), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    labels = torch.tensor([0, 1] * 6)
+    g = torch.Generator().manual_seed(0)
+    x, y = _starting_images("mean", images, labels, 1, 2, g, mean=(0.0,), std=(1.0,))
+    assert y.tolist() == [0, 1]
+    for c in (0, 1):   # one per class: the class mean
+        assert torch.allclose(x[c], images[labels == c].float().mean(0) / 255.0)
+    x, y = _starting_images("mean", images, labels, 3, 2, g, mean=(0.5,), std=(0.5,))
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
+    for c in (0, 1):   # three disjoint groups of two: their means average back to the class mean
+        assert torch.allclose((x[y == c] * 0.5 + 0.5).mean(0), images[labels == c].float().mean(0) / 255.0)
+        assert len({tuple(v.flatten().tolist()) for v in x[y == c]}) == 3
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    real, _ = _starting_images("real", images, labels, 2, 2, g1, mean=(0.0,), std=(1.0,))
+    pick = torch.cat([torch.nonzero(labels == c).flatten()[torch.randperm(6, generator=g2)[:2]] for c in (0, 1)])
+    assert torch.equal(real, images[pick].float() / 255.0)   # "real" draws as it always did
 
 
 def test_evaluate_memory_on_a_bad_file_exits_2(isolated, capsys):

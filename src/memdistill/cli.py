@@ -240,8 +240,9 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--ipc", type=int, help="budget in images per class (Eq. 4; default 1)")
     d.add_argument("--bases", type=int, help="addressable: number of bases K (default 16)")
     d.add_argument("--downsample", type=int, help="addressable: bases stored at 1/ds resolution (default 2)")
-    d.add_argument("--init", help=f"start from {' or '.join(INITS)} (default real: real images as images/bases), "
-                                  "or from a memory.pt a run saved, to go on distilling it")
+    d.add_argument("--init", help=f"start from {', '.join(INITS)} (default real: random real images as images/bases; "
+                                  "mean: means of random groups of each class's images, the class mean at "
+                                  "one per class), or from a memory.pt a run saved, to go on distilling it")
     d.add_argument("--steps", type=int, help="outer steps (default 300; 0 = no distillation, e.g. random real)")
     d.add_argument("--unroll", type=int, help="inner SGD steps T per outer step (default 10)")
     d.add_argument("--inner-lr", type=float, help="inner SGD learning rate (default 0.01)")

@@ -37,7 +37,7 @@ DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet")
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
                   "cifar100": ((3, 32, 32), 100), "tinyimagenet": ((3, 64, 64), 200)}
 DISTILL_METHODS = ("bptt", "dc")
-INITS = ("real", "noise")
+INITS = ("real", "noise", "mean")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class DistillConfig:
     ipc: int = 1                         # budget: images per class (Eq. 4)
     bases: int = 16                      # K (addressable)
     downsample: int = 2                  # ds (addressable)
-    init: str = "real"                   # real | noise (addressable noise = Xavier, as the public code) | a memory.pt
+    init: str = "real"                   # real | mean | noise (addressable noise = Xavier, as the public code) | a memory.pt
     steps: int = 300                     # outer steps
     unroll: int = 10                     # T
     inner_lr: float = 0.01
@@ -120,7 +120,7 @@ def validate(cfg: DistillConfig) -> None:
     choose("method", DISTILL_METHODS)
     if cfg.init not in INITS:
         if not Path(cfg.init).is_file():
-            raise ConfigError("--init", f"{cfg.init!r} is neither {' nor '.join(INITS)} nor a memory file")
+            raise ConfigError("--init", f"{cfg.init!r} is none of {', '.join(INITS)} and not a memory file")
         if cfg.dataset in DATASET_SHAPES:
             _saved_memory(cfg, *DATASET_SHAPES[cfg.dataset])     # refused before anything is written
     choose("outer_optimizer", OUTER_OPTIMIZERS)
@@ -171,12 +171,8 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
     if cfg.memory == "images":
         if cfg.init == "noise":
             return SyntheticImages.random(image_shape, cfg.ipc, num_classes, g, mean, std)
-        m = torch.tensor(mean).reshape(1, -1, 1, 1)
-        s = torch.tensor(std).reshape(1, -1, 1, 1)
-        pick = torch.cat([torch.nonzero(train_labels == c).flatten()[
-            torch.randperm(int((train_labels == c).sum()), generator=g)[:cfg.ipc]] for c in range(num_classes)])
-        x = transform((train_images[pick].float() / 255.0 - m) / s)
-        return SyntheticImages(x, train_labels[pick], num_classes, mean, std)
+        x, y = _starting_images(cfg.init, train_images, train_labels, cfg.ipc, num_classes, g, mean, std)
+        return SyntheticImages(transform(x), y, num_classes, mean, std)
     try:
         budget = addressable_budget(cfg.ipc, num_classes, image_shape, cfg.bases, cfg.downsample)
     except ValueError as e:
@@ -184,14 +180,29 @@ def build_memory(cfg: DistillConfig, train_images: torch.Tensor, train_labels: t
     if cfg.init == "noise":
         return AddressableMemory.initialise(image_shape, num_classes, budget.num_bases, budget.recalls,
                                             cfg.downsample, g, mean, std)
+    per_class = -(-budget.num_bases // num_classes)
+    x, y = _starting_images(cfg.init, train_images, train_labels, per_class, num_classes, g, mean, std)
+    return AddressableMemory.from_real(transform(x), y, num_classes, budget.num_bases, budget.recalls,
+                                       cfg.downsample, g, mean, std)
+
+
+def _starting_images(init: str, train_images: torch.Tensor, train_labels: torch.Tensor, n: int,
+                     num_classes: int, g: torch.Generator, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` normalised starting images per class: random real images (``real``), or the
+    means of ``n`` random disjoint groups of the class's images (``mean``; with n = 1 the
+    class mean, the input a nearest-class-mean classifier would keep)."""
     m = torch.tensor(mean).reshape(1, -1, 1, 1)
     s = torch.tensor(std).reshape(1, -1, 1, 1)
-    per_class = -(-budget.num_bases // num_classes)
-    pick = torch.cat([torch.nonzero(train_labels == c).flatten()[
-        torch.randperm(int((train_labels == c).sum()), generator=g)[:per_class]] for c in range(num_classes)])
-    x = transform((train_images[pick].float() / 255.0 - m) / s)
-    return AddressableMemory.from_real(x, train_labels[pick], num_classes, budget.num_bases, budget.recalls,
-                                       cfg.downsample, g, mean, std)
+    images, labels = [], []
+    for c in range(num_classes):
+        of_class = torch.nonzero(train_labels == c).flatten()
+        order = of_class[torch.randperm(len(of_class), generator=g)]
+        if init == "real":
+            images.append(train_images[order[:n]].float())
+        else:
+            images.append(torch.stack([train_images[group].float().mean(0) for group in order.chunk(n)]))
+        labels.append(torch.full((len(images[-1]),), c, dtype=torch.long))
+    return (torch.cat(images) / 255.0 - m) / s, torch.cat(labels)
 
 
 def _saved_memory(cfg: DistillConfig, image_shape: tuple, num_classes: int) -> DistilledMemory:
