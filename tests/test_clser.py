@@ -14,11 +14,11 @@ from memdistill.nets import Backbone, MLP
 C = 5
 
 
-def learner(model=None, **options) -> CLSER:
+def learner(model=None, epochs=1, **options) -> CLSER:
     torch.manual_seed(0)
     ctx = LearnerContext(num_classes=C, num_tasks=2, input_shape=(1, 4, 4), mean=(0.0,), std=(1.0,),
                          augment=False, device=torch.device("cpu"), lr=0.1, batch_size=4,
-                         replay_batch_size=4, buffer=20, seed=0)
+                         replay_batch_size=4, buffer=20, seed=0, epochs=epochs)
     out = CLSER(model or MLP(16, C, hidden=8), ctx, **options)
     out.begin_task(types.SimpleNamespace(index=0, classes=list(range(C))))
     return out
@@ -34,10 +34,18 @@ def params(net):
 
 def test_registered_with_reference_defaults():
     assert METHODS["clser"] is CLSER
-    assert CLSER.options == {"reg_weight": 0.15, "stable_decay": 0.999, "stable_prob": 0.1,
-                             "plastic_decay": 0.999, "plastic_prob": 0.3}
+    assert CLSER.options == {"reg_weight": 0.15, "stable_decay": None, "stable_prob": 0.1,
+                             "plastic_decay": None, "plastic_prob": 0.3}
     with pytest.raises(ValueError, match="stable_prob"):
         learner(stable_prob=1.5)
+
+
+@pytest.mark.parametrize("epochs,decay", [(50, 0.999), (1, 0.95), (5, 0.99), (100, 0.9995)])
+def test_decays_keep_the_reference_time_constant_in_epochs(epochs, decay):
+    cls = learner(epochs=epochs)
+    assert cls.opts["stable_decay"] == pytest.approx(decay) and cls.opts["plastic_decay"] == pytest.approx(decay)
+    given = learner(epochs=epochs, stable_decay=0.5)
+    assert given.opts["stable_decay"] == 0.5 and given.opts["plastic_decay"] == pytest.approx(decay)
 
 
 def test_ema_warm_up_and_decay():
