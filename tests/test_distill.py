@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from memdistill.cli import main
+from memdistill.distill.bptt import INNER_SAMPLINGS, inner_minibatch
 from memdistill.distill import (AddressableMemory, BPTTConfig, BPTTDistiller, MemoryFileError, MomentumUnroll,
                                 SyntheticImages, HeldOutImages, TrainSchedule, addressable_budget, evaluate_dataset,
                                 load_memory)
@@ -370,6 +371,7 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     (["--inner-momentum", "1.5"], "--inner-momentum: must be in [0, 1)"),
     (["--outer-optimizer", "lbfgs"], "--outer-optimizer: unknown value 'lbfgs'; allowed: adam, sgd"),
     (["--augment", "cutmix"], "--augment: unknown value 'cutmix'; allowed: none, flip-rotate"),
+    (["--inner-sampling", "stratified"], "--inner-sampling: unknown value 'stratified'; allowed: uniform, per-class"),
     (["--outer-lr", "0"], "--outer-lr: must be a positive number"),
     (["--eval-augment", "cutout"], "--eval-augment: unknown value 'cutout'; allowed: none, crop-scale-rotate"),
     (["--bases", "100"], "--bases: 100 bases (downsample 2) leave no room"),
@@ -400,6 +402,26 @@ def test_distill_and_evaluate_memory_end_to_end_on_digits(isolated, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["kind"] == "addressable" and result["n_networks"] == 1
+
+
+def test_a_stopped_distillation_leaves_its_log_and_memory_so_far(isolated, monkeypatch, capsys):
+    from memdistill.distill.memories import load_memory
+    real_step = BPTTDistiller.outer_step
+
+    def stop_at_step_4(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(BPTTDistiller, "outer_step", stop_at_step_4)
+    code = main(["distill", "--dataset", "digits", "--memory", "images", "--backbone", "mlp", "--steps", "10",
+                 "--unroll", "2", "--real-batch", "4", "--log-every", "1", "--out", "out", "--no-progress"])
+    assert code == 130
+    assert "the memory of the last logged step is in out/memory.pt" in capsys.readouterr().err
+    out = isolated / "out"
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert not (out / "summary.json").exists()
+    assert load_memory(out / "memory.pt").num_classes == 10    # the memory after step 3, loadable
 
 
 def test_validation_split_holds_out_each_class_disjointly_and_depends_on_the_seed_only():
@@ -599,3 +621,41 @@ def test_distill_with_zca_end_to_end_on_digits(isolated, capsys):
     assert main(base + ["--zca", "z/zca.pt"]) == 0
     assert main(base + ["--zca", "z/memory.pt"]) == 2
     assert "--zca: cannot read z/memory.pt" in capsys.readouterr().err
+
+
+def test_inner_minibatch_per_class_takes_the_same_number_from_every_class():
+    labels = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = inner_minibatch(labels, 6, "per-class", g)
+        assert len(idx) == len(set(idx.tolist())) == 6
+        assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2]
+        # 7 = 2 per class and one more from a random class
+        counts = sorted(torch.bincount(labels[inner_minibatch(labels, 7, "per-class", g)], minlength=3).tolist())
+        assert counts == [2, 2, 3]
+    # uniform draws leave some class out of some step; per-class never does
+    uniform = [torch.bincount(labels[inner_minibatch(labels, 3, "uniform", g)], minlength=3) for _ in range(50)]
+    assert any((c == 0).any() for c in uniform)
+    per_class = [torch.bincount(labels[inner_minibatch(labels, 3, "per-class", g)], minlength=3) for _ in range(50)]
+    assert all(c.tolist() == [1, 1, 1] for c in per_class)
+    # no batch size, or one at least the set's size: the whole set, in order, for either sampling
+    for sampling in INNER_SAMPLINGS:
+        assert torch.equal(inner_minibatch(labels, None, sampling, g), torch.arange(12))
+        assert torch.equal(inner_minibatch(labels, 12, sampling, g), torch.arange(12))
+
+
+def test_inner_sampling_is_checked_and_changes_the_distillation():
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def distilled(sampling):
+        g = torch.Generator().manual_seed(0)
+        memory = AddressableMemory.initialise((1, 1, 6), 3, 2, 2, 1, g)
+        cfg = BPTTConfig(unroll=3, real_batch_per_class=4, inner_batch=3, inner_sampling=sampling, seed=5)
+        BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
+                      (0.5,), (0.2,), cfg).run(2, progress=False)
+        return torch.cat([p.detach().flatten() for p in memory.parameters()])
+
+    assert not torch.equal(distilled("uniform"), distilled("per-class"))
+    with pytest.raises(ValueError, match="inner_sampling: unknown value 'stratified'"):
+        BPTTConfig(inner_sampling="stratified").validate()

@@ -248,6 +248,8 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--inner-lr", type=float, help="inner SGD learning rate (default 0.01)")
     d.add_argument("--inner-momentum", type=float, help="inner SGD momentum (default 0.9; 0 = no momentum)")
     d.add_argument("--inner-batch", type=_optional_int, help="recalled samples per inner step (default all)")
+    d.add_argument("--inner-sampling", help="how --inner-batch draws them: uniform (default) or per-class "
+                                            "(the same number from every class, as the public code)")
     d.add_argument("--real-batch", type=int, help="real samples per class in the outer loss (default 32)")
     d.add_argument("--classes-per-step", type=_optional_int, help="labels sampled per outer step (default all)")
     d.add_argument("--outer-optimizer", help=f"one of: {', '.join(OUTER_OPTIMIZERS)} (default adam)")
@@ -281,7 +283,8 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--device", help="cpu, auto, cuda, cuda:N (default cpu)")
     d.add_argument("--data-dir", help="where datasets are (also $MEMDISTILL_DATA)")
     d.add_argument("--cache-dir", help="decoded-array cache (also $MEMDISTILL_CACHE)")
-    d.add_argument("--log-every", type=int, help="log the outer loss every N outer steps (default 10)")
+    d.add_argument("--log-every", type=int, help="log the outer loss every N outer steps, and save the memory "
+                                                 "so far (default 10)")
     d.add_argument("--out", help="run folder (default runs/distill-<dataset>-<memory>-ipc<N>)")
     d.add_argument("--no-progress", dest="progress", action="store_false")
     from memdistill.distill.domain_experiment import add_arguments as add_domain_arguments
@@ -502,7 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, MemoryFileError) as e:
         print(f"memdistill {args.command}: error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("memdistill: interrupted; run the same command again to resume", file=sys.stderr)
+        if args.command == "distill" and "scenario" not in args and "preset" not in args:
+            # a distillation keeps its memory at every logged step; it does not resume itself
+            out = getattr(args, "out", None) or "the run folder"
+            print(f"memdistill distill: interrupted; the memory of the last logged step is in {out}/memory.pt "
+                  f"(evaluate it with evaluate-memory, or go on with --init)", file=sys.stderr)
+        else:
+            print("memdistill: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 2
 

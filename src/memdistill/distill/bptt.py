@@ -38,6 +38,7 @@ from memdistill.nets.base import batch_statistics
 
 Params = dict[str, torch.Tensor]
 OUTER_OPTIMIZERS = ("adam", "sgd")
+INNER_SAMPLINGS = ("uniform", "per-class")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class BPTTConfig:
     inner_lr: float = 0.01             # α_θ (public code: 0.01)
     inner_momentum: float = 0.9        # β_θ (public code: 0.9)
     inner_batch: int | None = None     # recalled samples per inner step (None: all of Y')
+    inner_sampling: str = "uniform"    # uniform | per-class (the public code: the same number per class)
     real_batch_per_class: int = 32     # real samples per sampled class for the outer loss
     classes_per_step: int | None = None  # |Y'| (None: every class)
     outer_optimizer: str = "adam"      # adam | sgd  (public code: sgd lr 0.1 momentum 0.5)
@@ -74,10 +76,38 @@ class BPTTConfig:
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             raise ValueError(f"outer_optimizer: unknown value {self.outer_optimizer!r}; "
                              f"allowed: {', '.join(OUTER_OPTIMIZERS)}")
+        if self.inner_sampling not in INNER_SAMPLINGS:
+            raise ValueError(f"inner_sampling: unknown value {self.inner_sampling!r}; "
+                             f"allowed: {', '.join(INNER_SAMPLINGS)}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment: unknown value {self.augment!r}; allowed: {', '.join(AUGMENTATIONS)}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError("clip must be positive (or None for no clipping)")
+
+
+def inner_minibatch(labels: torch.Tensor, size: int | None, sampling: str, g: torch.Generator) -> torch.Tensor:
+    """Indices into the recalled set for one inner step (Alg. 1 line 9).
+
+    ``uniform``: ``size`` samples drawn without replacement from the whole set, so a class
+    can be missing from a step.  ``per-class``: the same number from every class, as the
+    public code's compressor does (``compressor_minibatch_size`` recalls per class each
+    inner step); when ``size`` is not a multiple of the number of classes, randomly chosen
+    classes give one more.  ``size`` None or at least the set's size: the whole set."""
+    n = len(labels)
+    if size is None or size >= n:
+        return torch.arange(n)
+    if sampling == "uniform":
+        return torch.randperm(n, generator=g)[:size]
+    labels = labels.cpu()
+    classes = labels.unique()
+    per, extra = divmod(size, len(classes))
+    one_more = torch.zeros(len(classes), dtype=torch.long)
+    one_more[torch.randperm(len(classes), generator=g)[:extra]] = 1
+    picked = []
+    for c, bonus in zip(classes, one_more.tolist()):
+        pool = (labels == c).nonzero().flatten()
+        picked.append(pool[torch.randperm(len(pool), generator=g)[:per + bonus]])
+    return torch.cat(picked)
 
 
 @dataclass
@@ -247,10 +277,8 @@ class BPTTDistiller:
         recalled, labels = self.memory.recall(classes)
         theta0 = {n: p.detach() for n, p in net.named_parameters()}
         # Line 9: the minibatch of every inner step, drawn now so recomputation repeats it.
-        n = len(labels)
-        size = min(cfg.inner_batch or n, n)
-        batches = [torch.randperm(n, generator=g)[:size].to(self.device) if size < n
-                   else torch.arange(n, device=self.device) for _ in range(cfg.unroll)]
+        batches = [inner_minibatch(labels, cfg.inner_batch, cfg.inner_sampling, g).to(self.device)
+                   for _ in range(cfg.unroll)]
         # Line 14: a real minibatch with labels in Y'.
         real_idx = torch.cat([ix[torch.randint(len(ix), (cfg.real_batch_per_class,), generator=g)
                                  .to(self.device)] for ix in (self.class_index[c] for c in classes)])

@@ -2,9 +2,12 @@
 
 What ``memdistill distill`` runs.  The folder gets::
 
-    memory.pt       the memory (format: memdistill.distill.memories), weights_only-loadable
-    summary.json    accuracy mean/std, bytes, seconds, peak memory, the options
-    log.jsonl       outer loss / gradient norm / seconds every ``log_every`` outer steps
+    memory.pt       the memory (format: memdistill.distill.memories), weights_only-loadable;
+                    also written at every logged step while distilling
+    summary.json    accuracy mean/std, bytes, seconds, peak memory, the options; written
+                    last, so a folder without it holds a run that has not finished
+    log.jsonl       outer loss / gradient norm / seconds every ``log_every`` outer steps,
+                    appended as the run goes
     recalled.png    the recalled images, one row per class
     similarity.png  (addressable) class similarity of the addressing coefficients (Fig. 2)
 
@@ -25,7 +28,7 @@ import torch
 
 from memdistill.config import ConfigError
 from memdistill.distill.augment import AUGMENTATIONS, EVAL_AUGMENTATIONS
-from memdistill.distill.bptt import OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
+from memdistill.distill.bptt import INNER_SAMPLINGS, OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
 from memdistill.distill.gradient_matching import GradientMatchingConfig, GradientMatchingDistiller, dc_loops
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_memory
 from memdistill.distill.memories import (MEMORIES, AddressableMemory, DistilledMemory, MemoryFileError,
@@ -54,6 +57,7 @@ class DistillConfig:
     inner_lr: float = 0.01
     inner_momentum: float = 0.9
     inner_batch: int | None = None
+    inner_sampling: str = "uniform"      # uniform | per-class (the public code's)
     real_batch: int = 32                 # real samples per class in the outer loss
     classes_per_step: int | None = None
     outer_optimizer: str = "adam"
@@ -125,6 +129,7 @@ def validate(cfg: DistillConfig) -> None:
             _saved_memory(cfg, *DATASET_SHAPES[cfg.dataset])     # refused before anything is written
     choose("outer_optimizer", OUTER_OPTIMIZERS)
     choose("augment", AUGMENTATIONS)
+    choose("inner_sampling", INNER_SAMPLINGS)
     choose("eval_augment", EVAL_AUGMENTATIONS)
     choose("backbone", tuple(BACKBONES))
     for name in ("ipc", "bases", "downsample", "unroll", "real_batch", "eval_networks", "eval_batch",
@@ -361,7 +366,8 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
     log: list[dict] = []
     if cfg.steps > 0:
         common = dict(unroll=cfg.unroll, inner_lr=cfg.inner_lr, inner_momentum=cfg.inner_momentum,
-                      inner_batch=cfg.inner_batch, real_batch_per_class=cfg.real_batch,
+                      inner_batch=cfg.inner_batch, inner_sampling=cfg.inner_sampling,
+                      real_batch_per_class=cfg.real_batch,
                       classes_per_step=cfg.classes_per_step, outer_optimizer=cfg.outer_optimizer,
                       outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, clip=cfg.clip,
                       augment=cfg.augment, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
@@ -375,7 +381,16 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         else:
             distiller = BPTTDistiller(memory, make_network, train_x, train_y, mean, std,
                                       BPTTConfig(**common), device, transform=zca)
-        log = distiller.run(cfg.steps, progress=progress, log_every=cfg.log_every)
+        (out / "log.jsonl").write_text("")
+
+        def keep(entry: dict) -> None:
+            # the log and the memory so far at every logged step, so a long run that is stopped
+            # leaves a memory to evaluate (evaluate-memory) or to go on from (--init FILE)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            memory.save(out / "memory.pt")
+
+        log = distiller.run(cfg.steps, progress=progress, log_every=cfg.log_every, callback=keep)
         atomic_write(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
     distill_s = time.perf_counter() - started
     memory.save(out / "memory.pt")

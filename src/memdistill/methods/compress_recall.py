@@ -26,7 +26,8 @@ What a task's memory is (``memory``):
 by default it is ``--buffer`` samples at the exemplar rule above.
 
 Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``, ``bases`` (K), ``downsample``, ``distill_steps``,
-``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``outer_lr``, ``real_batch`` (per class),
+``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``inner_sampling`` (``uniform`` or
+``per-class``: how ``inner_batch`` draws, ``distill/bptt.py``), ``outer_lr``, ``real_batch`` (per class),
 ``checkpoint_every`` (BPTT checkpoint interval; None: every ceil(sqrt(unroll)) steps, 1: keep every
 step, which skips the recomputation at the cost of 2 x unroll parameter sets),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``.
@@ -39,7 +40,7 @@ import math
 import torch
 
 from memdistill.data.scenarios import Task
-from memdistill.distill.bptt import BPTTConfig, BPTTDistiller
+from memdistill.distill.bptt import INNER_SAMPLINGS, BPTTConfig, BPTTDistiller
 from memdistill.distill.evaluate import TrainSchedule, train_fresh_network
 from memdistill.distill.memories import (STORED_KINDS, AddressableMemory, DistilledMemory, QuantizedImages,
                                          SyntheticImages, fit_addressable, fit_images,
@@ -93,7 +94,7 @@ class CompressRecall(Learner):
     # Defaults picked on Rotated MNIST task 0 (MLP, buffer 200 / 20 tasks = 7,920 bytes a task):
     # 20 bases at 7x7 + 5 recalls/class gave 66% vs 57% for 8 bases at 14x14 (docs/benchmarks.md).
     options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "unroll": 10, "inner_lr": 0.01,
-               "inner_momentum": 0.9, "inner_batch": None, "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
+               "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "uniform", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
@@ -124,6 +125,9 @@ class CompressRecall(Learner):
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
                 raise ValueError(f"method compress-recall: option {name} must be a positive integer "
                                  f"(got {value!r})")
+        if o["inner_sampling"] not in INNER_SAMPLINGS:
+            raise ValueError(f"method compress-recall: option inner_sampling must be one of: "
+                             f"{', '.join(INNER_SAMPLINGS)} (got {o['inner_sampling']!r})")
         self.task_bytes = self.budget_bytes // ctx.num_tasks
         self.memories: list[DistilledMemory] = []
         self.memory_classes: list[list[int]] = []     # global label of each memory's local label
@@ -201,7 +205,7 @@ class CompressRecall(Learner):
         o = self.opts
         cfg = BPTTConfig(unroll=int(o["unroll"]), inner_lr=float(o["inner_lr"]),
                          inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
-                         real_batch_per_class=int(o["real_batch"]), checkpoint_every=o["checkpoint_every"],
+                         inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]), checkpoint_every=o["checkpoint_every"],
                          outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task.index)
         distiller = BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
                                   cfg, self.device)
