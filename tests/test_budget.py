@@ -7,7 +7,8 @@ from memdistill import engine
 from memdistill.config import ConfigError, RunConfig
 from memdistill.data.scenarios import build_scenario
 from memdistill.distill.inversion import ImageGenerator
-from memdistill.distill.memories import (AddressableMemory, QuantizedImages, SyntheticImages, fit_addressable,
+from memdistill.distill.memories import (AddressableMemory, QuantizedAddressable, QuantizedImages, SyntheticImages,
+                                         fit_addressable,
                                          fit_images, image_memory_bytes, load_memory)
 from memdistill.memory import ReservoirBuffer
 from memdistill.methods.didd import didd_memory_bytes
@@ -77,6 +78,39 @@ def test_addressable_bases_plus_addressing_eq4():
     assert fitted.nbytes == 4 * (3 * base + r * 2 * 3) == 3984
     memory = AddressableMemory.initialise((1, 8, 8), 2, 3, fitted.recalls, 2, torch.Generator().manual_seed(0))
     assert memory.nbytes == fitted.nbytes
+
+
+def test_uint8_addressable_memory_recalls_within_the_rounding_and_takes_a_quarter_of_the_bytes(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    memory = AddressableMemory.initialise((1, 8, 8), 2, 3, 5, 2, g)
+    q = QuantizedAddressable.quantise(memory)
+    # 3 bases of 4x4 + 5 matrices of 2x3 one-byte codes, + two float32 (scale, offset) pairs
+    assert q.nbytes == 3 * 16 + 5 * 2 * 3 + 16 == 94
+    assert memory.nbytes == 4 * (3 * 16 + 5 * 2 * 3)
+    x, y = q.recall(range(2))
+    x0, y0 = memory.recall(range(2))
+    assert torch.equal(y, y0) and x.shape == x0.shape
+    # each recalled pixel is a sum over K of coefficient x basis: its error is bounded by the
+    # two roundings (half a step each) times the largest values they multiply
+    a, b = memory.addressing.detach().abs().max(), memory.bases.detach().abs().max()
+    bound = 3 * (q.addressing_scale.item() / 2 * (b + q.base_scale.item() / 2) + a * q.base_scale.item() / 2)
+    assert 0 < (x - x0.detach()).abs().max() <= bound
+    back = load_memory(q.save(tmp_path / "q.pt"))
+    assert isinstance(back, QuantizedAddressable) and back.nbytes == 94
+    assert torch.equal(back.recall(range(2))[0], x)
+    # Eq. 4 in one-byte values: the budget's nbytes is what the quantised memory takes
+    fitted = fit_addressable(94 - 16, 2, (1, 8, 8), 3, downsample=2, quantize="uint8")
+    assert (fitted.recalls, fitted.nbytes) == (5, 94)
+
+
+def test_addressable_kind_with_quantize_uint8_is_planned_in_one_byte_values():
+    plain = B.plan("addressable", 700_000, ROT, {"bases": 20, "downsample": 2})
+    q = B.plan("addressable", 700_000, ROT, {"bases": 20, "downsample": 2, "quantize": "uint8"})
+    assert q.detail.keys() == {"addressable-uint8"} and q.method_args["quantize"] == "uint8"
+    share = 700_000 // ROT.num_tasks
+    fitted = fit_addressable(share - 16, 10, (1, 28, 28), 20, 2, quantize="uint8")
+    assert q.planned_bytes == ROT.num_tasks * fitted.nbytes <= 700_000
+    assert f"{fitted.recalls} recalls/class/task" in q.note and fitted.recalls > 4 * int(plain.note.split()[4])
 
 
 def test_generator_parameters_and_statistics():

@@ -6,7 +6,7 @@ from memdistill.config import ConfigError, RunConfig
 from memdistill.data.scenarios import build_scenario
 from memdistill.data.sources import load_source
 from memdistill.methods import METHODS
-from memdistill.methods.compress_recall import CompressRecall
+from memdistill.methods.compress_recall import CompressRecall, fit_task_memory
 
 ARGS = {"bases": 4, "downsample": 2, "distill_steps": 3, "unroll": 3, "real_batch": 4, "retrain_epochs": 30, "retrain_lr": 0.05}
 
@@ -86,3 +86,21 @@ def test_checkpoint_every_changes_memory_not_results(digits):
     assert run(checkpoint_every=1) == pytest.approx(run(checkpoint_every=3), abs=1e-9)
     with pytest.raises(ConfigError, match="checkpoint_every must be a positive integer"):
         run(checkpoint_every=0)
+
+
+def test_uint8_addressable_memories_hold_four_times_the_values_and_resume(digits, tmp_path):
+    args = {**ARGS, "quantize": "uint8"}
+    cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", method_args=args)
+    whole = engine.run(cfg, tmp_path / "whole", _scenario(digits), progress=False)
+    budget = engine.run(RunConfig(method="er", buffer=60, backbone="mlp"), None, _scenario(digits),
+                        progress=False)["memory_bytes"]
+    assert whole["memory_bytes_detail"].keys() == {"addressable-uint8"}
+    assert budget - 5 * 4 * 2 * 4 < whole["memory_bytes"] <= budget   # 5 tasks, less than a matrix left each
+    share, shape = budget // 5, (1, 8, 8)
+    q = fit_task_memory(share, 2, shape, quantize="uint8", bases=4, downsample=2)
+    f = fit_task_memory(share, 2, shape, bases=4, downsample=2)
+    assert q.num_bases == f.num_bases == 4 and q.recalls >= 4 * f.recalls
+    with pytest.raises(engine.Interrupted):
+        engine.run(cfg, tmp_path / "cut", _scenario(digits), progress=False, stop_after_task=2)
+    resumed = engine.run(cfg, tmp_path / "cut", _scenario(digits), progress=False)
+    assert resumed["class_il"] == whole["class_il"]

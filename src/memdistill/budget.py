@@ -192,27 +192,29 @@ class DistilledImages(MemoryKind):
     def plan(self, budget, shape, args):
         from memdistill.methods.compress_recall import CompressRecall, fit_task_memory, task_memory_bytes
         opts = {**CompressRecall.options, **args}
+        # a kind argument quantize=uint8 (e.g. addressable:quantize=uint8) is planned as it will run
+        quantize = self.quantize or (args.get("quantize") if args.get("quantize") != "none" else None)
         task_bytes = budget // shape.num_tasks
         total, holds = 0, []
         for n in shape.classes_per_task:
             try:
-                fitted = fit_task_memory(task_bytes, n, shape.input_shape, self.memory, self.quantize,
+                fitted = fit_task_memory(task_bytes, n, shape.input_shape, self.memory, quantize,
                                          int(opts["bases"]), int(opts["downsample"]),
                                          f"a 1/{shape.num_tasks} share")
             except ValueError as e:
                 raise BudgetError(self.name, budget, str(e)) from None
-            total += task_memory_bytes(fitted, n, shape.input_shape, self.quantize)
+            total += task_memory_bytes(fitted, n, shape.input_shape, quantize)
             if isinstance(fitted, int):
                 holds.append(f"{fitted} img/class/task")
             else:
                 side = shape.input_shape[1] // fitted.downsample
                 holds.append(f"{fitted.num_bases} bases at {side}x{side}, {fitted.recalls} recalls/class/task")
         method_args = {**args, "memory": self.memory, "budget_bytes": int(budget)}
-        if self.quantize:
-            method_args["quantize"] = self.quantize
+        if quantize:
+            method_args["quantize"] = quantize
         # --buffer only has to pass validation: compress-recall reads budget_bytes.
         buffer = max(1, budget // shape.exemplar_bytes)
-        key = "images-uint8" if self.quantize else self.memory
+        key = f"{self.memory}-{quantize}" if quantize else self.memory
         return Plan(self.name, budget, self.method, total, {key: total}, buffer=buffer, method_args=method_args,
                     note="; ".join(dict.fromkeys(holds)))
 

@@ -9,7 +9,10 @@ Three kinds, one small interface (``recall``, ``dataset``, ``nbytes``, ``save``/
   :class:`SyntheticImages`; not learnable, recall dequantises);
 * :class:`AddressableMemory` — K shared bases with the image's shape (optionally
   stored downsampled, bilinearly upsampled on recall) and r addressing matrices
-  A_i in R^{d_y x K}; recall is Eq. 2 of "Remember the Past" (Sec. 4.1).
+  A_i in R^{d_y x K}; recall is Eq. 2 of "Remember the Past" (Sec. 4.1);
+* :class:`QuantizedAddressable` — an addressable memory stored as uint8 codes, one
+  (scale, offset) for the bases and one for the addressing matrices (post-training
+  quantisation, as ``QuantizedImages``; recall dequantises and applies Eq. 2).
 
 Both live in the network's *input* space (normalised floats), so a recalled batch
 feeds a network directly; ``mean``/``std`` are kept to turn them back into pixels.
@@ -26,7 +29,10 @@ File format (``save``/``load``): one ``torch.save`` of a plain dict that loads w
 ``images-uint8``: tensors ``codes`` (N, C, H, W) uint8, ``labels`` (N,) int64, ``scale`` and
 ``offset`` (1,) float32; an image is ``codes * scale + offset``.
 ``addressable``: tensors ``bases`` (K, C, H/ds, W/ds) and ``addressing`` (r, d_y, K);
-meta ``downsample`` (ds).  ``nbytes`` counts the stored tensors only (what Eq. 4 budgets).
+meta ``downsample`` (ds).  ``addressable-uint8``: tensors ``base_codes`` and
+``addressing_codes`` uint8 of those shapes, ``base_scale``, ``base_offset``,
+``addressing_scale``, ``addressing_offset`` (1,) float32; meta as ``addressable``.
+``nbytes`` counts the stored tensors only (what Eq. 4 budgets).
 """
 from __future__ import annotations
 
@@ -144,6 +150,16 @@ class SyntheticImages(DistilledMemory):
         return cls(t["images"], t["labels"], m["num_classes"], m["mean"], m["std"])
 
 
+def quantise_uint8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Min-max quantisation of every entry of ``x`` to 256 levels: (codes, scale, offset),
+    x ~ codes * scale + offset, with an error of at most scale / 2 per entry."""
+    x = x.detach().float()
+    low, high = x.min(), x.max()
+    scale = (high - low) / 255 if high > low else torch.ones((), device=x.device)
+    codes = ((x - low) / scale).round().clamp(0, 255).to(torch.uint8)
+    return codes, scale, low
+
+
 class QuantizedImages(DistilledMemory):
     """Synthetic images kept as uint8: x = codes * scale + offset, one (scale, offset) per memory.
 
@@ -165,10 +181,7 @@ class QuantizedImages(DistilledMemory):
     @classmethod
     def quantise(cls, memory: SyntheticImages) -> "QuantizedImages":
         """Min-max quantisation of every pixel of ``memory`` to 256 levels."""
-        x = memory.images.detach().float()
-        low, high = x.min(), x.max()
-        scale = (high - low) / 255 if high > low else torch.ones(())
-        codes = ((x - low) / scale).round().clamp(0, 255).to(torch.uint8)
+        codes, scale, low = quantise_uint8(memory.images)
         return cls(codes, memory.labels, scale, low, memory.num_classes, memory.mean, memory.std)
 
     def images(self) -> torch.Tensor:
@@ -313,10 +326,79 @@ class AddressableMemory(DistilledMemory):
         return cls(t["bases"], t["addressing"], m["image_shape"], m["downsample"], m["mean"], m["std"])
 
 
+class QuantizedAddressable(DistilledMemory):
+    """An :class:`AddressableMemory` kept as uint8: bases = base_codes * base_scale + base_offset,
+    A = addressing_codes * addressing_scale + addressing_offset (one pair per tensor).
+
+    ``nbytes`` = K*C*(H/ds)*(W/ds) + r*d_y*K + 16: a quarter of the float32 memory's, so at
+    equal bytes it holds four times the values (``fit_addressable(..., quantize="uint8")``)."""
+
+    kind = "addressable-uint8"
+    SCALES = ("base_scale", "base_offset", "addressing_scale", "addressing_offset")
+
+    def __init__(self, base_codes: torch.Tensor, addressing_codes: torch.Tensor, scales: dict[str, torch.Tensor],
+                 image_shape, downsample: int = 1, mean=(0.0,), std=(1.0,)):
+        if base_codes.dtype != torch.uint8 or addressing_codes.dtype != torch.uint8:
+            raise ValueError(f"codes must be uint8 (got {base_codes.dtype}, {addressing_codes.dtype})")
+        if base_codes.shape[0] != addressing_codes.shape[2]:
+            raise ValueError(f"{base_codes.shape[0]} bases but addressing matrices have "
+                             f"{addressing_codes.shape[2]} columns")
+        super().__init__(tuple(image_shape), addressing_codes.shape[1], mean, std)
+        self.downsample = int(downsample)
+        self.register_buffer("base_codes", base_codes.detach().clone())
+        self.register_buffer("addressing_codes", addressing_codes.detach().clone())
+        for name in self.SCALES:
+            self.register_buffer(name, torch.as_tensor(scales[name], dtype=torch.float32).reshape(1).clone())
+
+    @classmethod
+    def quantise(cls, memory: AddressableMemory) -> "QuantizedAddressable":
+        base_codes, base_scale, base_offset = quantise_uint8(memory.bases)
+        addressing_codes, addressing_scale, addressing_offset = quantise_uint8(memory.addressing)
+        scales = {"base_scale": base_scale, "base_offset": base_offset,
+                  "addressing_scale": addressing_scale, "addressing_offset": addressing_offset}
+        return cls(base_codes, addressing_codes, scales, memory.image_shape, memory.downsample,
+                   memory.mean, memory.std)
+
+    def dequantised(self) -> AddressableMemory:
+        """The float32 memory the codes stand for (recall, pictures)."""
+        bases = self.base_codes.float() * self.base_scale + self.base_offset
+        addressing = self.addressing_codes.float() * self.addressing_scale + self.addressing_offset
+        return AddressableMemory(bases, addressing, self.image_shape, self.downsample, self.mean, self.std)
+
+    @property
+    def num_bases(self) -> int:
+        return self.base_codes.shape[0]
+
+    @property
+    def recalls_per_query(self) -> int:
+        return self.addressing_codes.shape[0]
+
+    def recall(self, classes):
+        with torch.no_grad():
+            return self.dequantised().recall(classes)
+
+    def class_similarity(self) -> torch.Tensor:
+        return self.dequantised().class_similarity()
+
+    def _stored_tensors(self):
+        return {"base_codes": self.base_codes, "addressing_codes": self.addressing_codes,
+                **{name: getattr(self, name) for name in self.SCALES}}
+
+    def _meta(self):
+        return {**super()._meta(), "downsample": self.downsample}
+
+    @classmethod
+    def from_file_dict(cls, data):
+        t, m = data["tensors"], data["meta"]
+        return cls(t["base_codes"], t["addressing_codes"], {n: t[n] for n in cls.SCALES}, m["image_shape"],
+                   m["downsample"], m["mean"], m["std"])
+
+
 # Memories that can be learned (``memdistill distill --memory``) ...
 MEMORIES: dict[str, type[DistilledMemory]] = {"images": SyntheticImages, "addressable": AddressableMemory}
 # ... and every kind a memory file (or a checkpoint) may hold.
-STORED_KINDS: dict[str, type[DistilledMemory]] = {**MEMORIES, "images-uint8": QuantizedImages}
+STORED_KINDS: dict[str, type[DistilledMemory]] = {**MEMORIES, "images-uint8": QuantizedImages,
+                                                   "addressable-uint8": QuantizedAddressable}
 
 
 def load_memory(path: str | Path, map_location="cpu") -> DistilledMemory:
@@ -344,12 +426,13 @@ class AddressableBudget:
     num_bases: int       # K
     recalls: int         # r, images recalled per label
     downsample: int
-    floats: int          # size(bases) + size(addressing), in floats
-    budget_floats: int   # size(images) at the given images per class
+    floats: int          # size(bases) + size(addressing), in stored values
+    budget_floats: int   # size(images) at the given images per class, in stored values
+    quantize: str | None = None   # None: float32 values; "uint8": one byte each + 16 (QuantizedAddressable)
 
     @property
     def nbytes(self) -> int:
-        return 4 * self.floats
+        return self.floats + 16 if self.quantize == "uint8" else 4 * self.floats
 
 
 def _stored_size(n: int, downsample: int) -> int:
@@ -373,8 +456,9 @@ def addressable_budget(ipc: int, num_classes: int, image_shape, num_bases: int,
 
 
 def fit_addressable(budget_floats: int, num_classes: int, image_shape, num_bases: int,
-                    downsample: int = 1, what: str | None = None) -> AddressableBudget:
-    """The largest r for K bases within ``budget_floats`` floats (Eq. 4 with any budget)."""
+                    downsample: int = 1, what: str | None = None, quantize: str | None = None) -> AddressableBudget:
+    """The largest r for K bases within ``budget_floats`` stored values (Eq. 4 with any
+    budget); ``quantize`` only says how the values will be stored (``nbytes``)."""
     if num_classes < 1 or num_bases < 1 or downsample < 1:
         raise ValueError("num_classes, num_bases and downsample must all be >= 1")
     c, h, w = image_shape
@@ -386,7 +470,8 @@ def fit_addressable(budget_floats: int, num_classes: int, image_shape, num_bases
                          f"matrix in {what or f'{budget_floats} floats'}; use at most {most} bases "
                          f"or a larger downsample")
     return AddressableBudget(num_bases, int(recalls), downsample,
-                             int(num_bases * base_floats + recalls * num_classes * num_bases), int(budget_floats))
+                             int(num_bases * base_floats + recalls * num_classes * num_bases), int(budget_floats),
+                             quantize)
 
 
 def image_memory_bytes(ipc: int, num_classes: int, image_shape, quantize: str | None = None) -> int:

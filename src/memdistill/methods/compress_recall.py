@@ -22,6 +22,11 @@ What a task's memory is (``memory``):
   scale and offset per memory (``QuantizedImages``), so 4x as many fit, and the
   retraining recalls the dequantised images.
 
+``quantize=uint8`` with ``memory=addressable`` likewise stores the bases and the
+addressing matrices as uint8 codes (``QuantizedAddressable``, one scale and offset
+each): Eq. 4 is then solved in one-byte values, so the share holds four times the
+values of the float32 memory (more recalls for the same ``bases``, or more bases).
+
 ``budget_bytes`` sets the budget in bytes directly (``memdistill compare`` does);
 by default it is ``--buffer`` samples at the exemplar rule above.
 
@@ -42,8 +47,8 @@ import torch
 from memdistill.data.scenarios import Task
 from memdistill.distill.bptt import INNER_SAMPLINGS, BPTTConfig, BPTTDistiller
 from memdistill.distill.evaluate import TrainSchedule, train_fresh_network
-from memdistill.distill.memories import (STORED_KINDS, AddressableMemory, DistilledMemory, QuantizedImages,
-                                         SyntheticImages, fit_addressable, fit_images,
+from memdistill.distill.memories import (STORED_KINDS, AddressableMemory, DistilledMemory, QuantizedAddressable,
+                                         QuantizedImages, SyntheticImages, fit_addressable, fit_images,
                                          image_memory_bytes)
 from memdistill.memory import ReservoirBuffer
 from memdistill.methods.base import Learner, LearnerContext
@@ -62,10 +67,11 @@ def fit_task_memory(task_bytes: int, num_classes: int, input_shape, memory: str 
             raise ValueError(f"{what} ({task_bytes} bytes) cannot hold one {'uint8' if quantize else 'float32'} "
                              f"image per class; use a larger --buffer")
         return ipc
-    floats = task_bytes // 4
+    # float32: 4 bytes a value; uint8: one byte a value and 16 for the two (scale, offset) pairs
+    values = task_bytes - 16 if quantize == "uint8" else task_bytes // 4
     for k in range(int(bases), 0, -1):
         try:
-            return fit_addressable(floats, num_classes, input_shape, k, int(downsample))
+            return fit_addressable(values, num_classes, input_shape, k, int(downsample), quantize=quantize)
         except ValueError:
             continue
     raise ValueError(f"{what} ({task_bytes} bytes) cannot hold even one basis; "
@@ -108,8 +114,6 @@ class CompressRecall(Learner):
             raise ValueError(f"method compress-recall: option quantize must be one of: none, uint8 "
                              f"(got {o['quantize']!r})")
         self.quantize = o["quantize"] if o["quantize"] != "none" else None
-        if self.quantize and o["memory"] != "images":
-            raise ValueError("method compress-recall: option quantize=uint8 applies to memory=images only")
         self.sample_bytes = ReservoirBuffer.sample_bytes(ctx.input_shape)   # the exemplar rule
         if o["budget_bytes"] is None:
             self.budget_bytes = ctx.buffer * self.sample_bytes
@@ -212,7 +216,8 @@ class CompressRecall(Learner):
         distiller.run(int(o["distill_steps"]), progress=False)
         self.memory_classes.append(classes)
         if self.quantize == "uint8":
-            memory = QuantizedImages.quantise(memory).to(self.device)
+            quantised = QuantizedImages if self.opts["memory"] == "images" else QuantizedAddressable
+            memory = quantised.quantise(memory).to(self.device)
         return memory
 
     # -- recall --------------------------------------------------------------------
@@ -244,7 +249,7 @@ class CompressRecall(Learner):
 
     @property
     def memory_detail(self) -> dict[str, int]:
-        """Distilled memories by kind (``addressable``, ``images``, ``images-uint8``) and the
+        """Distilled memories by kind (``addressable``, ``addressable-uint8``, ``images``, ``images-uint8``) and the
         raw samples still held for the task in progress (none once a task has ended)."""
         detail: dict[str, int] = {}
         for m in self.memories:
