@@ -248,8 +248,8 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--inner-lr", type=float, help="inner SGD learning rate (default 0.01)")
     d.add_argument("--inner-momentum", type=float, help="inner SGD momentum (default 0.9; 0 = no momentum)")
     d.add_argument("--inner-batch", type=_optional_int, help="recalled samples per inner step (default all)")
-    d.add_argument("--inner-sampling", help="how --inner-batch draws them: uniform (default) or per-class "
-                                            "(the same number from every class, as the public code)")
+    d.add_argument("--inner-sampling", help="how --inner-batch draws them: per-class (default: the same number "
+                                            "from every class, as the public code) or uniform")
     d.add_argument("--real-batch", type=int, help="real samples per class in the outer loss (default 32)")
     d.add_argument("--classes-per-step", type=_optional_int, help="labels sampled per outer step (default all)")
     d.add_argument("--outer-optimizer", help=f"one of: {', '.join(OUTER_OPTIMIZERS)} (default adam)")

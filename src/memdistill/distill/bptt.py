@@ -47,7 +47,7 @@ class BPTTConfig:
     inner_lr: float = 0.01             # α_θ (public code: 0.01)
     inner_momentum: float = 0.9        # β_θ (public code: 0.9)
     inner_batch: int | None = None     # recalled samples per inner step (None: all of Y')
-    inner_sampling: str = "uniform"    # uniform | per-class (the public code: the same number per class)
+    inner_sampling: str = "per-class"  # per-class (the public code: the same number per class) | uniform
     real_batch_per_class: int = 32     # real samples per sampled class for the outer loss
     classes_per_step: int | None = None  # |Y'| (None: every class)
     outer_optimizer: str = "adam"      # adam | sgd  (public code: sgd lr 0.1 momentum 0.5)
@@ -88,11 +88,12 @@ class BPTTConfig:
 def inner_minibatch(labels: torch.Tensor, size: int | None, sampling: str, g: torch.Generator) -> torch.Tensor:
     """Indices into the recalled set for one inner step (Alg. 1 line 9).
 
-    ``uniform``: ``size`` samples drawn without replacement from the whole set, so a class
-    can be missing from a step.  ``per-class``: the same number from every class, as the
-    public code's compressor does (``compressor_minibatch_size`` recalls per class each
-    inner step); when ``size`` is not a multiple of the number of classes, randomly chosen
-    classes give one more.  ``size`` None or at least the set's size: the whole set."""
+    ``per-class`` (the default): the same number from every class, as the public code's
+    compressor does (``compressor_minibatch_size`` recalls per class each inner step); when
+    ``size`` is not a multiple of the number of classes, randomly chosen classes give one
+    more.  ``uniform``: ``size`` samples drawn without replacement from the whole set, so a
+    class can be missing from a step (the only draw before 2026-12-06's fourth session; on
+    MNIST IPC 1 it cost the addressable memory 6.4 points, docs/benchmarks.md).  ``size`` None or at least the set's size: the whole set."""
     n = len(labels)
     if size is None or size >= n:
         return torch.arange(n)

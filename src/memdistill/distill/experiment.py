@@ -57,7 +57,7 @@ class DistillConfig:
     inner_lr: float = 0.01
     inner_momentum: float = 0.9
     inner_batch: int | None = None
-    inner_sampling: str = "uniform"      # uniform | per-class (the public code's)
+    inner_sampling: str = "per-class"    # per-class (the public code's) | uniform
     real_batch: int = 32                 # real samples per class in the outer loss
     classes_per_step: int | None = None
     outer_optimizer: str = "adam"
@@ -262,7 +262,10 @@ _TABLE_COMMON = {"steps": 80, "unroll": 10, "real_batch": 16, "checkpoint_every"
 TABLE_PRESETS: dict[str, dict] = {
     f"rtp-table1-{dataset}-ipc{ipc}": {
         "options": {**_TABLE_COMMON, "dataset": dataset, "ipc": ipc},
-        "rows": {**TABLE_ROWS, "addressable": {"memory": "addressable", "inner_batch": ipc * 10}}}
+        # uniform draws: what docs/benchmarks.md's rows of these tables were measured with
+        # (per-class draws, the default since, scored 6.4 points more at MNIST IPC 1, T = 30)
+        "rows": {**TABLE_ROWS, "addressable": {"memory": "addressable", "inner_batch": ipc * 10,
+                                               "inner_sampling": "uniform"}}}
     for dataset in ("mnist", "cifar10") for ipc in (1, 10)
 }
 

@@ -31,8 +31,8 @@ values of the float32 memory (more recalls for the same ``bases``, or more bases
 by default it is ``--buffer`` samples at the exemplar rule above.
 
 Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``, ``bases`` (K), ``downsample``, ``distill_steps``,
-``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``inner_sampling`` (``uniform`` or
-``per-class``: how ``inner_batch`` draws, ``distill/bptt.py``), ``outer_lr``, ``real_batch`` (per class),
+``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``inner_sampling`` (``per-class``, the
+default, or ``uniform``: how ``inner_batch`` draws, ``distill/bptt.py``), ``outer_lr``, ``real_batch`` (per class),
 ``checkpoint_every`` (BPTT checkpoint interval; None: every ceil(sqrt(unroll)) steps, 1: keep every
 step, which skips the recomputation at the cost of 2 x unroll parameter sets),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``.
@@ -100,7 +100,7 @@ class CompressRecall(Learner):
     # Defaults picked on Rotated MNIST task 0 (MLP, buffer 200 / 20 tasks = 7,920 bytes a task):
     # 20 bases at 7x7 + 5 recalls/class gave 66% vs 57% for 8 bases at 14x14 (docs/benchmarks.md).
     options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "unroll": 10, "inner_lr": 0.01,
-               "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "uniform", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
+               "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "per-class", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
 
