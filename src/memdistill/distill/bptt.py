@@ -93,7 +93,8 @@ def inner_minibatch(labels: torch.Tensor, size: int | None, sampling: str, g: to
     ``size`` is not a multiple of the number of classes, randomly chosen classes give one
     more.  ``uniform``: ``size`` samples drawn without replacement from the whole set, so a
     class can be missing from a step (the only draw before 2026-12-06's fourth session; on
-    MNIST IPC 1 it cost the addressable memory 6.4 points, docs/benchmarks.md).  ``size`` None or at least the set's size: the whole set."""
+    MNIST IPC 1 it cost the addressable memory 6.4 points, docs/benchmarks.md).  ``size``
+    None or at least the set's size: the whole set."""
     n = len(labels)
     if size is None or size >= n:
         return torch.arange(n)

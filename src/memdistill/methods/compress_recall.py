@@ -209,7 +209,8 @@ class CompressRecall(Learner):
         o = self.opts
         cfg = BPTTConfig(unroll=int(o["unroll"]), inner_lr=float(o["inner_lr"]),
                          inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
-                         inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]), checkpoint_every=o["checkpoint_every"],
+                         inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]),
+                         checkpoint_every=o["checkpoint_every"],
                          outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task.index)
         distiller = BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
                                   cfg, self.device)
