@@ -217,6 +217,73 @@ def test_bptt_gradient_matches_finite_differences():
         assert (outer(plus) - outer(minus)) / (2 * eps) == pytest.approx(float(g[pos]), rel=1e-5, abs=1e-9)
 
 
+def _naive_unrolled_lr_gradient(net, theta0, x, y, batches, rx, ry, lr, momentum):
+    """dJ/dα by autograd through the explicitly unrolled loop, α a tensor."""
+    alpha = torch.tensor(lr, dtype=torch.float64, requires_grad=True)
+    theta = {n: v.clone().requires_grad_() for n, v in theta0.items()}
+    m = {n: torch.zeros_like(v) for n, v in theta.items()}
+    for idx in batches:
+        loss = F.cross_entropy(functional_call(net, theta, (x[idx],)), y[idx])
+        grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+        m = {n: momentum * m[n] + gr for n, gr in zip(theta, grads)}
+        theta = {n: theta[n] - alpha * m[n] for n in theta}
+    outer = F.cross_entropy(functional_call(net, theta, (rx,)), ry)
+    return float(torch.autograd.grad(outer, alpha)[0])
+
+
+@pytest.mark.parametrize("momentum,checkpoint_every", [(0.9, None), (0.9, 1), (0.9, 3), (0.0, 2)])
+def test_inner_lr_gradient_equals_autograd_and_finite_differences(momentum, checkpoint_every):
+    net, x, y, rx, ry, batches, theta0 = _tiny_problem()
+    unroll = MomentumUnroll(net, lr=0.1, momentum=momentum, checkpoint_every=checkpoint_every)
+    result = unroll.hypergradient(theta0, x, y, batches, rx, ry, lr_grad=True)
+    expected = _naive_unrolled_lr_gradient(net, theta0, x, y, batches, rx, ry, 0.1, momentum)
+    assert abs(expected) > 1e-4
+    assert result.grad_lr == pytest.approx(expected, rel=1e-9)
+    # the image gradient is the same with or without the lr gradient
+    plain = unroll.hypergradient(theta0, x, y, batches, rx, ry)
+    torch.testing.assert_close(result.grad_images, plain.grad_images, rtol=0, atol=0)
+    assert plain.grad_lr is None
+
+    def outer(lr):
+        theta = MomentumUnroll(net, lr=lr, momentum=momentum).forward(theta0, x, y, batches)
+        return float(F.cross_entropy(functional_call(net, theta, (rx,)), ry))
+
+    eps = 1e-6
+    assert (outer(0.1 + eps) - outer(0.1 - eps)) / (2 * eps) == pytest.approx(expected, rel=1e-5)
+
+
+def test_learned_inner_lr_moves_is_kept_in_the_state_and_is_off_by_default():
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def make_network():
+        return nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+
+    def distiller(learn):
+        memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+        cfg = BPTTConfig(unroll=4, inner_lr=0.01, real_batch_per_class=8, outer_lr=0.1, seed=0,
+                         learn_inner_lr=learn)
+        return BPTTDistiller(memory, make_network, real_u8, real_y, (0.5,), (0.2,), cfg)
+
+    fixed = distiller(False)
+    log = fixed.run(3, progress=False, log_every=1)
+    assert fixed.inner_lr == pytest.approx(0.01) and "inner_lr" not in log[-1]
+    learned = distiller(True)
+    log = learned.run(3, progress=False, log_every=1)
+    # a too-small lr on separable data: the first outer step asks for a larger one (Adam's
+    # first step moves log α by exactly its lr)
+    assert log[1]["inner_lr"] == pytest.approx(0.01 * math.exp(0.1), abs=1e-6)   # logged to 6 places
+    assert learned.inner_lr != pytest.approx(0.01, rel=1e-3)
+    state = copy.deepcopy(learned.state_dict())
+    learned.run(2, progress=False)
+    again = distiller(True)
+    again.load_state_dict(state)
+    again.run(2, progress=False)
+    assert again.inner_lr == learned.inner_lr
+    for (_, pa), (_, pb) in zip(learned.memory.named_parameters(), again.memory.named_parameters()):
+        assert torch.equal(pa, pb)
+
+
 def test_checkpointing_keeps_memory_sublinear_in_the_unroll():
     net = MLP(4, 2, hidden=3)
     theta0 = {n: p.detach() for n, p in net.named_parameters()}
@@ -373,6 +440,7 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     (["--augment", "cutmix"], "--augment: unknown value 'cutmix'; allowed: none, flip-rotate"),
     (["--inner-sampling", "stratified"], "--inner-sampling: unknown value 'stratified'; allowed: uniform, per-class"),
     (["--outer-lr", "0"], "--outer-lr: must be a positive number"),
+    (["--method", "dc", "--learn-inner-lr"], "--learn-inner-lr: needs --method bptt"),
     (["--eval-augment", "cutout"], "--eval-augment: unknown value 'cutout'; allowed: none, crop-scale-rotate"),
     (["--bases", "100"], "--bases: 100 bases (downsample 2) leave no room"),
 ])
@@ -402,6 +470,20 @@ def test_distill_and_evaluate_memory_end_to_end_on_digits(isolated, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["kind"] == "addressable" and result["n_networks"] == 1
+
+
+def test_distill_learns_the_inner_lr_on_request_and_reports_it(isolated):
+    base = ["distill", "--dataset", "digits", "--memory", "images", "--backbone", "mlp", "--steps", "2",
+            "--unroll", "2", "--real-batch", "4", "--eval-networks", "1", "--eval-epochs", "1", "--no-progress",
+            "--log-every", "1"]
+    assert main(base + ["--out", "fixed"]) == 0
+    assert json.loads((isolated / "fixed" / "summary.json").read_text())["learned_inner_lr"] is None
+    assert main(base + ["--learn-inner-lr", "--out", "learned"]) == 0
+    summary = json.loads((isolated / "learned" / "summary.json").read_text())
+    log = [json.loads(line) for line in (isolated / "learned" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["inner_lr"] == pytest.approx(0.01)
+    assert summary["config"]["learn_inner_lr"] is True
+    assert summary["learned_inner_lr"] != pytest.approx(0.01, rel=1e-3)
 
 
 def test_a_stopped_distillation_leaves_its_log_and_memory_so_far(isolated, monkeypatch, capsys):

@@ -247,6 +247,9 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--unroll", type=int, help="inner SGD steps T per outer step (default 10)")
     d.add_argument("--inner-lr", type=float, help="inner SGD learning rate (default 0.01)")
     d.add_argument("--inner-momentum", type=float, help="inner SGD momentum (default 0.9; 0 = no momentum)")
+    d.add_argument("--learn-inner-lr", action="store_true",
+                   help="learn the inner SGD learning rate with the memory, starting from --inner-lr "
+                        "(ours; the paper keeps it fixed; the evaluation still trains with --eval-lr)")
     d.add_argument("--inner-batch", type=_optional_int, help="recalled samples per inner step (default all)")
     d.add_argument("--inner-sampling", help="how --inner-batch draws them: per-class (default: the same number "
                                             "from every class, as the public code) or uniform")

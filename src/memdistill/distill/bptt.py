@@ -19,6 +19,11 @@ public code does, on CPU) costs T × model.  We store (θ, m) only every k steps
 alive: O(√T × model) memory for one extra forward pass of the inner loop.  The
 minibatch indices and augmentation seed of every step are kept, so the recomputation
 is bit-identical.  Functional steps use ``torch.func`` (grad, vjp, functional_call).
+
+Learning the inner learning rate (``learn_inner_lr``, ours; the paper keeps α_θ fixed, as
+MTT-style distillers do not): θ_t = θ_{t-1} − α m_t gives dJ/dα = −Σ_t ⟨θ̄_t, m_t⟩, read off
+the same reverse pass (m_t rebuilt from the stored m_{t-1} and the gradient the VJP already
+evaluates), and α = exp(log α) is stepped by the outer optimiser beside the memory.
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ class BPTTConfig:
     clip: float | None = 2.0           # max norm of the outer gradient (public code: 2)
     augment: str = "none"              # none | flip-rotate (same draw for real and synthetic)
     checkpoint_every: int | None = None  # k; None: ceil(sqrt(T)); 1 stores every step
+    learn_inner_lr: bool = False       # ours: α_θ = exp(log α) learned by the outer optimiser too
     seed: int = 0
 
     def validate(self) -> None:
@@ -118,6 +124,7 @@ class UnrollResult:
     grad_images: torch.Tensor      # dJ/dx for the recalled images (pre-augmentation)
     stored_param_sets: int         # peak number of parameter-sized tensors kept for the reverse pass
     param_bytes: int               # bytes of one parameter set
+    grad_lr: float | None = None   # dJ/dα (with lr_grad=True)
 
 
 def _add(a: Params, b: Params, scale: float = 1.0) -> Params:
@@ -171,9 +178,10 @@ class MomentumUnroll:
         return theta
 
     def hypergradient(self, theta0: Params, images: torch.Tensor, labels: torch.Tensor,
-                      batches: list[torch.Tensor], real_x: torch.Tensor, real_y: torch.Tensor
-                      ) -> UnrollResult:
-        """J(θ_T) on the real batch and dJ/d(images), by checkpointed reverse mode."""
+                      batches: list[torch.Tensor], real_x: torch.Tensor, real_y: torch.Tensor,
+                      lr_grad: bool = False) -> UnrollResult:
+        """J(θ_T) on the real batch and dJ/d(images), by checkpointed reverse mode; with
+        ``lr_grad`` also dJ/dα (the recomputation then keeps each segment's momenta too)."""
         T = len(batches)
         k = self.checkpoint_every or max(1, math.ceil(math.sqrt(T)))
         images = images.detach()
@@ -190,29 +198,36 @@ class MomentumUnroll:
         g_theta = {n: v.detach() for n, v in g_theta.items()}
         g_m = {n: torch.zeros_like(v) for n, v in g_theta.items()}
         g_images = torch.zeros_like(images)
+        g_lr = 0.0
         peak_sets = 2 * len(checkpoints) + 2   # checkpoints + the running (θ, m)
         for start in sorted(checkpoints, reverse=True):
             stop = min(start + k, T)
             # Recompute θ_start .. θ_{stop-1} from the checkpoint (same batches, same seeds).
             theta_c, m_c = checkpoints.pop(start)
-            thetas = [theta_c]
+            thetas, moms = [theta_c], [m_c]
             with torch.no_grad():
                 for t in range(start, stop - 1):
                     theta_c, m_c = self._step(theta_c, m_c, images[batches[t]], labels[batches[t]])
                     thetas.append(theta_c)
-            peak_sets = max(peak_sets, 2 * (len(checkpoints) + 1) + len(thetas))
+                    if lr_grad:
+                        moms.append(m_c)
+            peak_sets = max(peak_sets, 2 * (len(checkpoints) + 1) + len(thetas) + (len(moms) if lr_grad else 0))
             for t in range(stop - 1, start - 1, -1):
                 theta_prev = thetas.pop()
+                m_prev = moms.pop() if lr_grad else None
                 idx = batches[t]
-                g_m = _add(g_m, g_theta, -self.lr)     # m̄ ← m̄ − α θ̄
                 y = labels[idx]
-                _, pullback = vjp(lambda p, x: grad(self.loss)(p, x, y), theta_prev, images[idx])
+                g_t, pullback = vjp(lambda p, x: grad(self.loss)(p, x, y), theta_prev, images[idx])
+                if lr_grad:                              # dJ/dα += −⟨θ̄_{t+1}, m_{t+1}⟩
+                    g_lr -= sum(float((g_theta[n] * (self.momentum * m_prev[n] + g_t[n].detach())).sum())
+                                for n in g_theta)
+                g_m = _add(g_m, g_theta, -self.lr)     # m̄ ← m̄ − α θ̄
                 d_theta, d_x = pullback(g_m)             # (∂g/∂θ)ᵀ m̄, (∂g/∂x)ᵀ m̄
                 g_theta = _add(g_theta, d_theta)         # θ̄ ← θ̄ + (∂g/∂θ)ᵀ m̄
                 g_images.index_add_(0, idx, d_x)
                 g_m = _scale(g_m, self.momentum)         # m̄ ← β m̄
         param_bytes = sum(v.numel() * v.element_size() for v in theta0.values())
-        return UnrollResult(float(outer), g_images, peak_sets, param_bytes)
+        return UnrollResult(float(outer), g_images, peak_sets, param_bytes, g_lr if lr_grad else None)
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -248,11 +263,22 @@ class BPTTDistiller:
         if any(len(ix) == 0 for ix in self.class_index):
             raise ValueError("every class of the memory needs real samples")
         params = [p for p in memory.parameters() if p.requires_grad]
+        # log α_θ: a parameter of the outer problem only with learn_inner_lr (then stepped by the
+        # same optimiser, outside the memory's gradient clipping)
+        self.log_inner_lr = torch.nn.Parameter(torch.tensor(math.log(config.inner_lr), dtype=torch.float64),
+                                               requires_grad=config.learn_inner_lr)
+        if config.learn_inner_lr:
+            params = params + [self.log_inner_lr]
         if config.outer_optimizer == "adam":
             self.optimizer = torch.optim.Adam(params, lr=config.outer_lr)
         else:
             self.optimizer = torch.optim.SGD(params, lr=config.outer_lr, momentum=config.outer_momentum)
         self.step = 0
+
+    @property
+    def inner_lr(self) -> float:
+        """α_θ of the next outer step (the configured one unless ``learn_inner_lr``)."""
+        return float(self.log_inner_lr.detach().exp())
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() / 255.0 - self.mean) / self.std
@@ -290,17 +316,21 @@ class BPTTDistiller:
         if cfg.augment == "flip-rotate":
             aug_seed = int(torch.randint(2**31 - 1, (), generator=g))
             augment = lambda x: flip_rotate(x, aug_seed)  # noqa: E731 - same draw for real and synthetic
-        unroll = MomentumUnroll(net, cfg.inner_lr, cfg.inner_momentum, augment, cfg.checkpoint_every)
+        lr = self.inner_lr
+        unroll = MomentumUnroll(net, lr, cfg.inner_momentum, augment, cfg.checkpoint_every)
         result = unroll.hypergradient(theta0, recalled.detach(), labels.to(self.device),
-                                      batches, real_x, real_y)
+                                      batches, real_x, real_y, lr_grad=cfg.learn_inner_lr)
         # Line 15: chain dJ/dx' through the recall (Eq. 2) into φ and take an outer step.
         self.optimizer.zero_grad(set_to_none=True)
         recalled.backward(result.grad_images)
         params = [p for p in self.memory.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip else float("inf"))
+        if cfg.learn_inner_lr:                           # dJ/dlog α = α dJ/dα
+            self.log_inner_lr.grad = torch.tensor(lr * result.grad_lr, dtype=torch.float64)
         self.optimizer.step()
         self.step += 1
-        return {"step": self.step, "outer_loss": result.outer_loss, "grad_norm": float(norm),
+        entry = {"inner_lr": lr} if cfg.learn_inner_lr else {}
+        return {**entry, "step": self.step, "outer_loss": result.outer_loss, "grad_norm": float(norm),
                 "seconds": time.perf_counter() - started, "stored_param_sets": result.stored_param_sets,
                 "stored_mb": result.stored_param_sets * result.param_bytes / 2**20}
 
@@ -324,9 +354,12 @@ class BPTTDistiller:
 
     def state_dict(self) -> dict:
         return {"memory": self.memory.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "config": asdict(self.config)}
+                "step": self.step, "config": asdict(self.config), "inner_lr": self.inner_lr}
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.load_state_dict(state["memory"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        if "inner_lr" in state:
+            with torch.no_grad():
+                self.log_inner_lr.fill_(math.log(state["inner_lr"]))

@@ -56,6 +56,7 @@ class DistillConfig:
     unroll: int = 10                     # T
     inner_lr: float = 0.01
     inner_momentum: float = 0.9
+    learn_inner_lr: bool = False         # ours: learn α_θ (from inner_lr) with the memory
     inner_batch: int | None = None
     inner_sampling: str = "per-class"    # per-class (the public code's) | uniform
     real_batch: int = 32                 # real samples per class in the outer loss
@@ -146,6 +147,11 @@ def validate(cfg: DistillConfig) -> None:
     fraction("inner_momentum")
     fraction("validation_fraction")
     fraction("outer_momentum")
+    if not isinstance(cfg.learn_inner_lr, bool):
+        raise ConfigError("--learn-inner-lr", f"must be true or false (got {cfg.learn_inner_lr!r})")
+    if cfg.learn_inner_lr and cfg.method != "bptt":
+        raise ConfigError("--learn-inner-lr", f"needs --method bptt (method {cfg.method} has no inner trajectory "
+                                              "to differentiate)")
     if cfg.memory == "addressable":
         shape, classes = DATASET_SHAPES[cfg.dataset]
         try:
@@ -383,7 +389,8 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
                                                   transform=zca)
         else:
             distiller = BPTTDistiller(memory, make_network, train_x, train_y, mean, std,
-                                      BPTTConfig(**common), device, transform=zca)
+                                      BPTTConfig(**common, learn_inner_lr=cfg.learn_inner_lr), device,
+                                      transform=zca)
         (out / "log.jsonl").write_text("")
 
         def keep(entry: dict) -> None:
@@ -424,6 +431,8 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "bptt_stored_mb": log[-1].get("stored_mb") if log else None,
         "final_outer_loss": log[-1]["outer_loss"] if log else None,
+        # the learned α_θ after the last outer step (the evaluation trains with --eval-lr regardless)
+        "learned_inner_lr": distiller.inner_lr if cfg.steps > 0 and cfg.learn_inner_lr else None,
         "evaluation": {k: evaluation[k] for k in ("n_networks", "test_samples", "schedule")},
         "zca": None if zca is None else {"eps": zca.eps, "file": "zca.pt"},
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
