@@ -4,6 +4,7 @@ DDN plug-in's variants (the Table 3 comparison of the DDN paper, in miniature).
     python benchmarks/ddn_digits.py --seeds 5                 # the quickstart setting
     python benchmarks/ddn_digits.py --seeds 5 --online --buffer 50
     python benchmarks/ddn_digits.py --seeds 5 --online --buffer 50 --only ddn   # a subset
+    python benchmarks/ddn_digits.py --seeds 5 --online --buffer 50 --sweep fig4  # Fig. 4's alpha, beta
 
 Prints one line per variant: class-IL ACC and FM, mean ± std over seeds, and the
 mean training seconds (compare those only within one run of this script).
@@ -33,6 +34,12 @@ VARIANTS = [
     ("l2y", "l2y", {}),
 ]
 
+# Fig. 4 of the DDN paper: alpha at beta 0.9 (a), beta at alpha 1.0 (b); the values of the
+# ddn/fig4-alpha and ddn/fig4-beta presets
+FIG4 = ([("er", None, {})]
+        + [(f"ddn, alpha {a}", "ddn", {"alpha": a}) for a in (0.1, 0.5, 1.0, 1.5, 2.0)]
+        + [(f"ddn, beta {b}", "ddn", {"beta": b}) for b in (0.0, 0.5, 0.7, 0.99)])
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,6 +47,9 @@ def main() -> None:
     parser.add_argument("--buffer", type=int, default=100)
     parser.add_argument("--online", action="store_true", help="one pass, batch 10 (default: the quickstart's offline setting)")
     parser.add_argument("--only", metavar="TEXT", help="run only the variants whose label contains TEXT")
+    parser.add_argument("--sweep", choices=("sources", "fig4"), default="sources",
+                        help="sources: the soft-label sources (Table 3 in miniature, default); "
+                             "fig4: DDN's alpha and beta (Fig. 4; beta 0.9 is the alpha 1.0 row)")
     args = parser.parse_args()
     if args.seeds < 2:
         parser.error("--seeds: need at least 2 for a standard deviation")
@@ -47,7 +57,7 @@ def main() -> None:
     setting = dict(setting="online", batch_size=10) if args.online else {}
     print(f"seq-digits, buffer {args.buffer}, {'online' if args.online else 'offline 5 epochs'}, "
           f"{args.seeds} seeds")
-    variants = [v for v in VARIANTS if args.only is None or args.only in v[0]]
+    variants = [v for v in (FIG4 if args.sweep == "fig4" else VARIANTS) if args.only is None or args.only in v[0]]
     if not variants:
         parser.error(f"--only: no variant label contains {args.only!r}")
     for label, plugin, options in variants:
