@@ -152,17 +152,20 @@ def _tiny_problem():
 
 
 def _naive_unrolled_gradient(net, theta0, x, y, batches, rx, ry, lr, momentum):
-    """Autograd through the explicitly unrolled loop (whole graph kept)."""
+    """Autograd through the explicitly unrolled loop (whole graph kept): the outer loss,
+    its gradient to the images and to the inner learning rate."""
     xs = x.clone().requires_grad_()
+    alpha = torch.tensor(lr, dtype=torch.float64, requires_grad=True)
     theta = {n: v.clone().requires_grad_() for n, v in theta0.items()}
     m = {n: torch.zeros_like(v) for n, v in theta.items()}
     for idx in batches:
         loss = F.cross_entropy(functional_call(net, theta, (xs[idx],)), y[idx])
         grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
         m = {n: momentum * m[n] + gr for n, gr in zip(theta, grads)}
-        theta = {n: theta[n] - lr * m[n] for n in theta}
+        theta = {n: theta[n] - alpha * m[n] for n in theta}
     outer = F.cross_entropy(functional_call(net, theta, (rx,)), ry)
-    return outer.item(), torch.autograd.grad(outer, xs)[0]
+    d_x, d_lr = torch.autograd.grad(outer, (xs, alpha))
+    return outer.item(), d_x, float(d_lr)
 
 
 @pytest.mark.parametrize("momentum,checkpoint_every", [(0.9, None), (0.9, 1), (0.9, 3), (0.9, 7), (0.0, 2)])
@@ -170,7 +173,7 @@ def test_bptt_gradient_equals_autograd_through_the_unrolled_loop(momentum, check
     net, x, y, rx, ry, batches, theta0 = _tiny_problem()
     unroll = MomentumUnroll(net, lr=0.1, momentum=momentum, checkpoint_every=checkpoint_every)
     result = unroll.hypergradient(theta0, x, y, batches, rx, ry)
-    loss, expected = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, ry, 0.1, momentum)
+    loss, expected, _ = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, ry, 0.1, momentum)
     assert result.outer_loss == pytest.approx(loss, rel=1e-12)
     assert expected.abs().max() > 1e-4                       # the gradient is not trivially zero
     torch.testing.assert_close(result.grad_images, expected, rtol=1e-9, atol=1e-12)
@@ -193,7 +196,7 @@ def test_bptt_runs_through_batch_norm_with_batch_statistics():
     result = MomentumUnroll(net, lr=0.05, momentum=0.9, checkpoint_every=2).hypergradient(
         theta0, x, y, batches, rx, y)
     with batch_statistics(net):
-        loss, expected = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, y, 0.05, 0.9)
+        loss, expected, _ = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, y, 0.05, 0.9)
     assert result.outer_loss == pytest.approx(loss, rel=1e-10)
     torch.testing.assert_close(result.grad_images, expected, rtol=1e-7, atol=1e-10)
     for n, b in net.named_buffers():
@@ -217,26 +220,12 @@ def test_bptt_gradient_matches_finite_differences():
         assert (outer(plus) - outer(minus)) / (2 * eps) == pytest.approx(float(g[pos]), rel=1e-5, abs=1e-9)
 
 
-def _naive_unrolled_lr_gradient(net, theta0, x, y, batches, rx, ry, lr, momentum):
-    """dJ/dα by autograd through the explicitly unrolled loop, α a tensor."""
-    alpha = torch.tensor(lr, dtype=torch.float64, requires_grad=True)
-    theta = {n: v.clone().requires_grad_() for n, v in theta0.items()}
-    m = {n: torch.zeros_like(v) for n, v in theta.items()}
-    for idx in batches:
-        loss = F.cross_entropy(functional_call(net, theta, (x[idx],)), y[idx])
-        grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
-        m = {n: momentum * m[n] + gr for n, gr in zip(theta, grads)}
-        theta = {n: theta[n] - alpha * m[n] for n in theta}
-    outer = F.cross_entropy(functional_call(net, theta, (rx,)), ry)
-    return float(torch.autograd.grad(outer, alpha)[0])
-
-
 @pytest.mark.parametrize("momentum,checkpoint_every", [(0.9, None), (0.9, 1), (0.9, 3), (0.0, 2)])
 def test_inner_lr_gradient_equals_autograd_and_finite_differences(momentum, checkpoint_every):
     net, x, y, rx, ry, batches, theta0 = _tiny_problem()
     unroll = MomentumUnroll(net, lr=0.1, momentum=momentum, checkpoint_every=checkpoint_every)
     result = unroll.hypergradient(theta0, x, y, batches, rx, ry, lr_grad=True)
-    expected = _naive_unrolled_lr_gradient(net, theta0, x, y, batches, rx, ry, 0.1, momentum)
+    _, _, expected = _naive_unrolled_gradient(net, theta0, x, y, batches, rx, ry, 0.1, momentum)
     assert abs(expected) > 1e-4
     assert result.grad_lr == pytest.approx(expected, rel=1e-9)
     # the image gradient is the same with or without the lr gradient
