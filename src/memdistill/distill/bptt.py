@@ -20,8 +20,8 @@ alive: O(√T × model) memory for one extra forward pass of the inner loop.  Th
 minibatch indices and augmentation seed of every step are kept, so the recomputation
 is bit-identical.  Functional steps use ``torch.func`` (grad, vjp, functional_call).
 
-Learning the inner learning rate (``learn_inner_lr``, ours; the paper keeps α_θ fixed, as
-MTT-style distillers do not): θ_t = θ_{t-1} − α m_t gives dJ/dα = −Σ_t ⟨θ̄_t, m_t⟩, read off
+Learning the inner learning rate (``learn_inner_lr``, ours; the paper keeps α_θ fixed, while
+MTT-style distillers learn it): θ_t = θ_{t-1} − α m_t gives dJ/dα = −Σ_t ⟨θ̄_t, m_t⟩, read off
 the same reverse pass (m_t rebuilt from the stored m_{t-1} and the gradient the VJP already
 evaluates), and α = exp(log α) is stepped by the outer optimiser beside the memory.
 """
@@ -277,7 +277,9 @@ class BPTTDistiller:
 
     @property
     def inner_lr(self) -> float:
-        """α_θ of the next outer step (the configured one unless ``learn_inner_lr``)."""
+        """α_θ of the next outer step (exactly the configured one unless ``learn_inner_lr``)."""
+        if not self.config.learn_inner_lr:
+            return self.config.inner_lr
         return float(self.log_inner_lr.detach().exp())
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
