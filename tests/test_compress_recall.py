@@ -104,3 +104,44 @@ def test_uint8_addressable_memories_hold_four_times_the_values_and_resume(digits
         engine.run(cfg, tmp_path / "cut", _scenario(digits), progress=False, stop_after_task=2)
     resumed = engine.run(cfg, tmp_path / "cut", _scenario(digits), progress=False)
     assert resumed["class_il"] == whole["class_il"]
+
+
+def test_streaming_distillation_steps_on_every_minibatch_once_the_memory_starts(digits):
+    """stream_steps=k: k outer steps per streamed minibatch from the first one whose batch and
+    held samples show every class of the task, then distill_steps on the held samples."""
+    scenario = _scenario(digits, n_tasks=2)
+    cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2,
+                    method_args={**ARGS, "stream_steps": 2, "distill_steps": 1})
+    cfg, _, device = engine.prepare(cfg, scenario, progress=False)
+    learner = engine.build_learner(cfg, scenario, device)
+    task = scenario.tasks[0]
+    learner.begin_task(task)
+    batches = 0
+    for i in range(0, 50, 10):
+        logs = learner.observe(task.train_images[i:i + 10], task.train_labels[i:i + 10], 0)
+        batches += learner.stream_distiller is not None
+        assert ("distill_loss" in logs) == (learner.stream_distiller is not None)
+    assert batches >= 4                                  # two classes: present after a batch or two
+    distiller = learner.stream_distiller
+    assert distiller.step == 2 * batches
+    learner.end_task(task)
+    assert distiller.step == 2 * batches + 1
+    assert learner.stream_distiller is None and len(learner.memories) == 1
+    assert learner.memory_classes == [sorted(task.classes)]
+    assert learner.memories[0].nbytes <= learner.task_bytes
+
+
+def test_streaming_distillation_runs_end_to_end_and_is_checked(digits):
+    def run(n_tasks=5, **extra):
+        cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=n_tasks,
+                        method_args={**ARGS, **extra})
+        return engine.run(cfg, None, _scenario(digits, n_tasks=n_tasks), progress=False)
+    # ARGS' 3-step unroll overfits over a stream's ~20 outer steps a task (as as many steps at
+    # the end do), so a 10-step unroll here
+    streamed = run(stream_steps=1, unroll=10, real_batch=16)
+    assert streamed["class_il"]["acc"] > 40.0               # 10 classes: chance is 10%
+    assert streamed["memory_bytes"] <= 60 * (64 + 16)       # ER's 60 samples of 8x8 uint8 + label + task id
+    images = run(2, stream_steps=1, memory="images", quantize="uint8")
+    assert images["memory_bytes_detail"].keys() == {"images-uint8"}
+    with pytest.raises(ConfigError, match="stream_steps must be a non-negative integer"):
+        run(stream_steps=-1)

@@ -348,6 +348,31 @@ def test_distillation_continued_from_a_state_dict_repeats():
         assert torch.equal(pa, pb)
 
 
+def test_set_real_swaps_the_outer_set_and_leaves_out_classes_it_lacks():
+    """A class without real samples after set_real gets no gradient (it leaves Y'); an
+    empty real set is refused; the optimiser's state carries over."""
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+    cfg = BPTTConfig(unroll=3, inner_lr=0.1, real_batch_per_class=4, outer_lr=0.1, seed=0)
+    distiller = BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
+                              (0.5,), (0.2,), cfg)
+    distiller.outer_step()
+    adam_state = distiller.optimizer.state[memory.images]["step"].clone()
+    keep = real_y != 2
+    distiller.set_real(real_u8[keep], real_y[keep])
+    before = memory.images.detach().clone()
+    distiller.outer_step()
+    moved = (memory.images.detach() - before).flatten(1).abs().sum(1)
+    # Adam moves every entry with a non-zero running moment: class 2 got a gradient at step 1, so
+    # compare with the gradient of this step instead
+    assert memory.images.grad[memory.labels == 2].abs().sum() == 0
+    assert memory.images.grad[memory.labels != 2].abs().sum() > 0 and bool((moved > 0).all())
+    assert distiller.optimizer.state[memory.images]["step"] == adam_state + 1
+    with pytest.raises(ValueError, match="no sample of the memory's classes"):
+        distiller.set_real(real_u8[:0], real_y[:0])
+
+
 def test_flip_rotate_is_the_same_draw_for_the_same_seed_and_differentiable():
     x = torch.randn(3, 1, 8, 8, requires_grad=True)
     a, b = flip_rotate(x, 7), flip_rotate(x, 7)

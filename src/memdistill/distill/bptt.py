@@ -258,8 +258,7 @@ class BPTTDistiller:
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device).reshape(shape)
         self.std = torch.tensor(std, device=self.device).reshape(shape)
-        self.class_index = [torch.nonzero(self.real_labels == c).flatten()
-                            for c in range(memory.num_classes)]
+        self._index_real()
         if any(len(ix) == 0 for ix in self.class_index):
             raise ValueError("every class of the memory needs real samples")
         params = [p for p in memory.parameters() if p.requires_grad]
@@ -274,6 +273,21 @@ class BPTTDistiller:
         else:
             self.optimizer = torch.optim.SGD(params, lr=config.outer_lr, momentum=config.outer_momentum)
         self.step = 0
+
+    def _index_real(self) -> None:
+        self.class_index = [torch.nonzero(self.real_labels == c).flatten()
+                            for c in range(self.memory.num_classes)]
+
+    def set_real(self, real_images: torch.Tensor, real_labels: torch.Tensor) -> None:
+        """Replace the real set the outer loss draws from, keeping the optimiser's state
+        (compress-then-recall distils while a task streams, each step on the stream's
+        minibatch and the raw samples held).  A class without real samples here is left out
+        of the label subset Y' of the steps that follow."""
+        self.real_images = real_images.to(self.device)
+        self.real_labels = real_labels.to(self.device)
+        self._index_real()
+        if all(len(ix) == 0 for ix in self.class_index):
+            raise ValueError("the real set holds no sample of the memory's classes")
 
     @property
     def inner_lr(self) -> float:
@@ -294,6 +308,9 @@ class BPTTDistiller:
         C = self.memory.num_classes
         n_cls = min(self.config.classes_per_step or C, C)
         classes = torch.randperm(C, generator=g)[:n_cls].sort().values.tolist()
+        # only classes with real samples (all of them unless set_real left some out)
+        classes = [c for c in classes if len(self.class_index[c])] or \
+            [c for c in range(C) if len(self.class_index[c])]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = self.make_network().to(self.device)

@@ -6,8 +6,14 @@ buffer counts them (uint8 image + label + task id), so both compare at equal byt
 * While a task streams, the network is not trained; the part of the budget not
   yet taken by earlier tasks' memories holds raw samples of the current task
   (reservoir sampling over the stream).
-* At the task's end those samples are distilled (BPTT with momentum, Alg. 1) into
-  an addressable memory (Eq. 2) that takes 1/T of the budget (T = number of tasks),
+* With ``stream_steps=k > 0`` the task's memory is distilled while the task streams, as
+  the paper does it ("distillation with both buffer samples and streamed samples"): k
+  outer steps (BPTT with momentum, Alg. 1) per streamed minibatch, whose outer loss draws
+  from that minibatch and the raw samples held, so the memory sees every sample of the
+  task, not only the few the shrinking raw part keeps (11 of 1,000 on Rotated MNIST's
+  last task at buffer 200).
+* At the task's end the raw samples held are distilled for ``distill_steps`` more steps
+  into an addressable memory (Eq. 2) that takes 1/T of the budget (T = number of tasks),
   sized by Eq. 4; the raw samples are dropped, so the raw part keeps shrinking.
 * Then a freshly initialised network is trained on everything the stored memories
   recall, and that network answers the engine's evaluation.
@@ -31,7 +37,7 @@ values of the float32 memory (more recalls for the same ``bases``, or more bases
 by default it is ``--buffer`` samples at the exemplar rule above.
 
 Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``, ``bases`` (K), ``downsample``, ``distill_steps``,
-``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``inner_sampling`` (``per-class``, the
+``stream_steps``, ``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``inner_sampling`` (``per-class``, the
 default, or ``uniform``: how ``inner_batch`` draws, ``distill/bptt.py``), ``outer_lr``, ``real_batch`` (per class),
 ``checkpoint_every`` (BPTT checkpoint interval; None: every ceil(sqrt(unroll)) steps, 1: keep every
 step, which skips the recomputation at the cost of 2 x unroll parameter sets),
@@ -99,7 +105,7 @@ class CompressRecall(Learner):
     needs_buffer = True
     # Defaults picked on Rotated MNIST task 0 (MLP, buffer 200 / 20 tasks = 7,920 bytes a task):
     # 20 bases at 7x7 + 5 recalls/class gave 66% vs 57% for 8 bases at 14x14 (docs/benchmarks.md).
-    options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "unroll": 10, "inner_lr": 0.01,
+    options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "stream_steps": 0, "unroll": 10, "inner_lr": 0.01,
                "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "per-class", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256}
@@ -129,6 +135,11 @@ class CompressRecall(Learner):
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
                 raise ValueError(f"method compress-recall: option {name} must be a positive integer "
                                  f"(got {value!r})")
+        for name in ("stream_steps", "distill_steps"):
+            value = o[name]
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"method compress-recall: option {name} must be a non-negative integer "
+                                 f"(got {value!r})")
         if o["inner_sampling"] not in INNER_SAMPLINGS:
             raise ValueError(f"method compress-recall: option inner_sampling must be one of: "
                              f"{', '.join(INNER_SAMPLINGS)} (got {o['inner_sampling']!r})")
@@ -154,18 +165,29 @@ class CompressRecall(Learner):
         super().begin_task(task)
         free = max(0, self.budget_bytes - self.stored_bytes)
         self.raw = ReservoirBuffer(free // self.sample_bytes, self.ctx.input_shape, device=self.device)
+        self.task = task
+        self.stream_distiller: BPTTDistiller | None = None   # this task's memory while it streams
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
-        # Training phase: no learning on the network, only keep raw samples for distillation.
+        # Training phase: no learning on the network; the task's memory is distilled from the
+        # stream's minibatches and the raw samples held (Sec. 5.2), which are kept for the end.
+        logs = self._stream_distil(images, labels) if int(self.opts["stream_steps"]) > 0 else {}
         self.raw.add(images, labels, task_id, self.generator)
-        return {}
+        return logs
 
     def end_task(self, task: Task) -> None:
         images = self.raw.images[: len(self.raw)]
         labels = self.raw.labels[: len(self.raw)]
-        if len(labels):
-            self.memories.append(self._distil(task, images, labels))
+        if self.stream_distiller is not None:
+            distiller = self.stream_distiller
+            if len(labels):                   # then distill_steps more on the raw samples held
+                distiller.set_real(images, self._local_labels(labels, self.task_classes))
+                distiller.run(int(self.opts["distill_steps"]), progress=False)
+            self._store(distiller.memory, self.task_classes)
+        elif len(labels):
+            self._store(self._distil(task, images, labels), sorted(set(labels.tolist())))
         self.raw = ReservoirBuffer(0, self.ctx.input_shape, device=self.device)
+        self.stream_distiller = None
         self._retrain(task.index)
 
     # -- compress ----------------------------------------------------------------
@@ -188,7 +210,64 @@ class CompressRecall(Learner):
             ys.append(torch.full((ipc,), c, dtype=torch.long))
         return SyntheticImages(torch.cat(picked), torch.cat(ys), num_classes, self.ctx.mean, self.ctx.std)
 
+    @property
+    def task_classes(self) -> list[int]:
+        return sorted(self.task.classes)
+
+    @staticmethod
+    def _local_labels(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+        known = torch.tensor(classes, device=labels.device)
+        if not bool(torch.isin(labels, known).all()):
+            raise ValueError(f"method compress-recall: the stream holds labels outside the task's classes {classes}")
+        return torch.searchsorted(known, labels)
+
+    def _stream_distil(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """``stream_steps`` outer steps on this minibatch and the raw samples held.  The memory
+        starts once they hold every class of the task (real images as bases, repeated where a
+        class has fewer samples than bases, as late tasks do when the raw part has shrunk)."""
+        held = len(self.raw)
+        x = torch.cat([self.raw.images[:held], images])
+        local = self._local_labels(torch.cat([self.raw.labels[:held], labels]), self.task_classes)
+        if self.stream_distiller is None:
+            num_classes = len(self.task_classes)
+            if len(torch.unique(local)) < num_classes:
+                return {}
+            g = torch.Generator().manual_seed(self.ctx.seed * 1_000 + self.task.index)
+            budget = self._fit(num_classes)
+            if self.opts["memory"] == "images":
+                memory = self._initial_images(x, local, num_classes, budget, g)
+            else:
+                start = self._initial_images(x, local, num_classes, math.ceil(budget.num_bases / num_classes), g)
+                memory = AddressableMemory.from_real(start.images.detach(), start.labels, num_classes,
+                                                     budget.num_bases, budget.recalls, budget.downsample, g,
+                                                     self.ctx.mean, self.ctx.std)
+            self.stream_distiller = self._distiller(memory.to(self.device), x, local, self.task.index)
+        else:
+            self.stream_distiller.set_real(x, local)
+        losses = [self.stream_distiller.outer_step()["outer_loss"] for _ in range(int(self.opts["stream_steps"]))]
+        return {"distill_loss": sum(losses) / len(losses)}
+
+    def _distiller(self, memory: DistilledMemory, images: torch.Tensor, local: torch.Tensor,
+                   task_index: int) -> BPTTDistiller:
+        o = self.opts
+        cfg = BPTTConfig(unroll=int(o["unroll"]), inner_lr=float(o["inner_lr"]),
+                         inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
+                         inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]),
+                         checkpoint_every=o["checkpoint_every"],
+                         outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task_index)
+        return BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
+                             cfg, self.device)
+
+    def _store(self, memory: DistilledMemory, classes: list[int]) -> None:
+        """Keep a distilled task memory (as uint8 codes with ``quantize=uint8``)."""
+        if self.quantize == "uint8":
+            quantised = QuantizedImages if self.opts["memory"] == "images" else QuantizedAddressable
+            memory = quantised.quantise(memory).to(self.device)
+        self.memories.append(memory)
+        self.memory_classes.append(classes)
+
     def _distil(self, task: Task, images: torch.Tensor, labels: torch.Tensor) -> DistilledMemory:
+        """The task's memory from the raw samples held at its end alone (``stream_steps=0``)."""
         classes = sorted(set(labels.tolist()))
         local = torch.searchsorted(torch.tensor(classes, device=labels.device), labels)
         budget = self._fit(len(classes))
@@ -205,21 +284,9 @@ class CompressRecall(Learner):
         else:
             memory = AddressableMemory.initialise(shape, len(classes), budget.num_bases, budget.recalls,
                                                   budget.downsample, g, self.ctx.mean, self.ctx.std)
-        memory = memory.to(self.device)
-        o = self.opts
-        cfg = BPTTConfig(unroll=int(o["unroll"]), inner_lr=float(o["inner_lr"]),
-                         inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
-                         inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]),
-                         checkpoint_every=o["checkpoint_every"],
-                         outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task.index)
-        distiller = BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
-                                  cfg, self.device)
-        distiller.run(int(o["distill_steps"]), progress=False)
-        self.memory_classes.append(classes)
-        if self.quantize == "uint8":
-            quantised = QuantizedImages if self.opts["memory"] == "images" else QuantizedAddressable
-            memory = quantised.quantise(memory).to(self.device)
-        return memory
+        distiller = self._distiller(memory.to(self.device), images, local, task.index)
+        distiller.run(int(self.opts["distill_steps"]), progress=False)
+        return distiller.memory
 
     # -- recall --------------------------------------------------------------------
     def recalled_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
