@@ -136,8 +136,8 @@ def test_streaming_distillation_runs_end_to_end_and_is_checked(digits):
         cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=n_tasks,
                         method_args={**ARGS, **extra})
         return engine.run(cfg, None, _scenario(digits, n_tasks=n_tasks), progress=False)
-    # ARGS' 3-step unroll overfits over a stream's ~20 outer steps a task (as as many steps at
-    # the end do), so a 10-step unroll here
+    # ARGS' 3-step unroll overfits over a stream's ~20 outer steps a task (so do as many steps
+    # at the task's end), so a 10-step unroll here
     streamed = run(stream_steps=1, unroll=10, real_batch=16)
     assert streamed["class_il"]["acc"] > 40.0               # 10 classes: chance is 10%
     assert streamed["memory_bytes"] <= 60 * (64 + 16)       # ER's 60 samples of 8x8 uint8 + label + task id

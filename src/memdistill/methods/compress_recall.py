@@ -147,6 +147,8 @@ class CompressRecall(Learner):
         self.memories: list[DistilledMemory] = []
         self.memory_classes: list[list[int]] = []     # global label of each memory's local label
         self.raw = ReservoirBuffer(0, ctx.input_shape, device=ctx.device)
+        self.task: Task | None = None
+        self.stream_distiller: BPTTDistiller | None = None   # the task's memory while it streams
         # A distilled task must fit its share of the budget (checked before anything runs).
         self._fit(1)
 
@@ -166,7 +168,7 @@ class CompressRecall(Learner):
         free = max(0, self.budget_bytes - self.stored_bytes)
         self.raw = ReservoirBuffer(free // self.sample_bytes, self.ctx.input_shape, device=self.device)
         self.task = task
-        self.stream_distiller: BPTTDistiller | None = None   # this task's memory while it streams
+        self.stream_distiller = None
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
         # Training phase: no learning on the network; the task's memory is distilled from the
