@@ -25,6 +25,8 @@ VARIANTS = [
     ("er, buffer CE counted twice", "label-smoothing", {"eps": 0.0, "hard": True}),
     ("ddn (defaults: hard, step, every 2)", "ddn", {}),
     ("ddn, G's scores centred (center=true)", "ddn", {"center": True}),
+    ("ddn, class-balanced outer loss", "ddn", {"outer_balance": True}),
+    ("ddn, centred, class-balanced outer loss", "ddn", {"center": True, "outer_balance": True}),
     ("ddn, full look-ahead every step", "ddn", {"lookahead": "own", "every": 1}),
     ("ddn, hard label replaced (Eq. 7 alone)", "ddn", {"hard": False, "lookahead": "own", "every": 1}),
     ("ddn, G frozen at init, hard replaced", "ddn", {"hard": False, "lr": 1e-12}),

@@ -148,11 +148,16 @@ def unrolled_outer_loss(plugin, model, batch, x_in, x_out, y_out, free_names):
         inner = F.nll_loss(log_p, batch.labels) - alpha * (y * log_p).sum(1).mean()
         grads = torch.autograd.grad(inner, list(free.values()), create_graph=True)
         ahead = {k: free[k] - eta * g for k, g in zip(free, grads)}
-        return F.cross_entropy(learner.seen_mask(functional_call(model, {**theta, **ahead}, (x_out,))), y_out)
+        logits = learner.seen_mask(functional_call(model, {**theta, **ahead}, (x_out,)))
+        if not plugin.opts["outer_balance"]:
+            return F.cross_entropy(logits, y_out)
+        # every class present weighs the same: the mean over classes of each class's mean CE
+        per_sample = F.cross_entropy(logits, y_out, reduction="none")
+        return torch.stack([per_sample[y_out == c].mean() for c in y_out.unique()]).mean()
 
 
-def hyper_setup(params="all", dtype=torch.float32, act=nn.Tanh):
-    plugin = DataDistillNet(params=params, alpha=0.7)
+def hyper_setup(params="all", dtype=torch.float32, act=nn.Tanh, **options):
+    plugin = DataDistillNet(params=params, alpha=0.7, **options)
     er = er_with(plugin, net(act=act))
     er.model.to(dtype)
     plugin.net.to(dtype)
@@ -164,13 +169,14 @@ def hyper_setup(params="all", dtype=torch.float32, act=nn.Tanh):
     batch = batch_of([0, 1, 2, 3, 1, 0, 2, 3])
     x_in = torch.randn(8, 1, 4, 4, generator=g, dtype=dtype)
     x_out = torch.randn(8, 1, 4, 4, generator=g, dtype=dtype)
-    y_out = torch.tensor([3, 2, 1, 0, 0, 1, 2, 3])
+    # unbalanced, as an outer batch half from the current task is: class 3 five times
+    y_out = torch.tensor([3, 2, 1, 0, 3, 3, 3, 3])
     return plugin, er, batch, x_in, x_out, y_out
 
 
-@pytest.mark.parametrize("params", ["all", "head"])
-def test_jvp_hypergradient_equals_unrolled_autograd(params):
-    plugin, er, batch, x_in, x_out, y_out = hyper_setup(params)
+@pytest.mark.parametrize("params,balance", [("all", False), ("head", False), ("all", True)])
+def test_jvp_hypergradient_equals_unrolled_autograd(params, balance):
+    plugin, er, batch, x_in, x_out, y_out = hyper_setup(params, outer_balance=balance)
     state = {k: v.clone() for k, v in er.model.state_dict().items()}
     y_soft, dy, outer = plugin.own_hypergradient(batch, x_in, x_out, y_out)
     ours = torch.autograd.grad(y_soft, plugin.label_parameters(), dy)
@@ -183,6 +189,18 @@ def test_jvp_hypergradient_equals_unrolled_autograd(params):
         assert (a - b).abs().max() <= 1e-5 * scale
     # the look-ahead leaves the classifier (weights and batch-norm statistics) as it was
     assert all(torch.equal(v, state[k]) for k, v in er.model.state_dict().items())
+
+
+def test_balanced_outer_loss_weighs_each_class_the_same():
+    plugin, *_ = hyper_setup(outer_balance=True)
+    logits = torch.randn(8, C, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([3, 3, 3, 3, 3, 0, 1, 1])
+    ce = F.cross_entropy(logits, y, reduction="none")
+    by_class = (ce[y == 3].mean() + ce[y == 0].mean() + ce[y == 1].mean()) / 3
+    assert torch.allclose(plugin.outer_loss(logits, y), by_class)
+    assert not torch.allclose(by_class, ce.mean())
+    plugin.opts["outer_balance"] = False
+    assert torch.allclose(plugin.outer_loss(logits, y), ce.mean())
 
 
 def test_hypergradient_agrees_with_finite_differences():
@@ -286,6 +304,8 @@ def test_options_are_checked():
         PLUGINS["label-smoothing"](eps=2)
     with pytest.raises(ValueError, match="center must be true or false"):
         DataDistillNet(center="yes")
+    with pytest.raises(ValueError, match="outer_balance must be true or false"):
+        DataDistillNet(outer_balance=1)
 
 
 # -- the plug-in in each replay method ----------------------------------------------------

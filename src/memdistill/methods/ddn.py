@@ -63,7 +63,11 @@ gradients is the first-order form of the same quantity.)  Cost options:
   collapse measured on CIFAR-10, docs/benchmarks.md).
 
 The outer batch has ``outer_batch`` samples (32), the fraction ``outer_stream``
-(0.5) from the stream batch, the rest from the buffer.  The look-ahead forwards use
+(0.5) from the stream batch, the rest from the buffer.  ``outer_balance=True`` (ours)
+weights its CE so that every class present counts equally: half of an unweighted outer
+batch is the current task's two classes, so the look-ahead is scored on a class prior
+skewed toward the newest classes, and the labels that lower it are the recency bias
+class-IL forgetting is made of (docs/benchmarks.md, "What G learned").  The look-ahead forwards use
 batch statistics without touching the running averages of batch-norm layers, so the
 plug-in leaves the classifier as it found it; the JVP (and the "own" inner step)
 runs in fp32 whatever the run's precision.
@@ -212,7 +216,8 @@ class BilevelLabels(LabelPlugin):
     # that cost 30 points on seq-digits, docs/benchmarks.md), and the cheap look-ahead
     # (the classifier's own step, G updated every 2nd step: <= 1.5x ER's time).
     options = {**LabelPlugin.options, "hard": True, "lr": 1e-3, "every": 2, "lookahead": "step",
-               "params": "all", "outer_batch": 32, "outer_stream": 0.5, "inner_lr": None}
+               "params": "all", "outer_batch": 32, "outer_stream": 0.5, "outer_balance": False,
+               "inner_lr": None}
 
     def check_options(self) -> None:
         super().check_options()
@@ -220,6 +225,7 @@ class BilevelLabels(LabelPlugin):
         self._require("every", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
         self._require("outer_batch", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2")
         self._require("outer_stream", lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        self._require_bool("outer_balance")
         self._require("lookahead", lambda v: v in ("own", "step"), "one of: own, step")
         self._require("params", lambda v: v in ("all", "head"), "one of: all, head")
         if self.opts["inner_lr"] is not None:
@@ -304,10 +310,19 @@ class BilevelLabels(LabelPlugin):
                 return at_least_fp32(functional_call(model.head, head, (feats,)))
         return head_logits
 
+    def outer_loss(self, logits: torch.Tensor, y_out: torch.Tensor) -> torch.Tensor:
+        """The hard-label CE of Eq. 6's upper level; with ``outer_balance`` each class present
+        in the outer batch weighs the same (the class-IL test set is balanced over seen classes)."""
+        if not self.opts["outer_balance"]:
+            return F.cross_entropy(logits, y_out)
+        counts = torch.bincount(y_out, minlength=logits.shape[1]).to(logits.dtype)
+        weight = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+        return F.cross_entropy(logits, y_out, weight=weight)
+
     def outer_gradient(self, theta, x_out, y_out):
-        """g_out = grad of the hard-label CE on the outer batch, at ``theta``."""
+        """g_out = grad of the outer loss on the outer batch, at ``theta``."""
         free = {k: theta[k].detach().requires_grad_() for k in self.free_names()}
-        loss = F.cross_entropy(self.learner.seen_mask(self.logits_fn(theta, x_out)(free)), y_out)
+        loss = self.outer_loss(self.learner.seen_mask(self.logits_fn(theta, x_out)(free)), y_out)
         grads = torch.autograd.grad(loss, list(free.values()))
         return dict(zip(free, grads)), loss.detach()
 
