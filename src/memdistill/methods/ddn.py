@@ -67,7 +67,9 @@ The outer batch has ``outer_batch`` samples (32), the fraction ``outer_stream``
 weights its CE so that every class present counts equally: half of an unweighted outer
 batch is the current task's two classes, so the look-ahead is scored on a class prior
 skewed toward the newest classes, and the labels that lower it are the recency bias
-class-IL forgetting is made of (docs/benchmarks.md, "What G learned").  The look-ahead forwards use
+class-IL forgetting is made of (docs/benchmarks.md, "What G learned").  Measured on
+CIFAR-10: balancing removes that pull, and G then learns the opposite prior (the oldest
+classes), so it is off by default.  The look-ahead forwards use
 batch statistics without touching the running averages of batch-norm layers, so the
 plug-in leaves the classifier as it found it; the JVP (and the "own" inner step)
 runs in fp32 whatever the run's precision.
