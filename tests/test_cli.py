@@ -28,7 +28,7 @@ def _error(capsys):
     (["--preset", "no-such-preset"], "--preset: no preset 'no-such-preset'"),
     (["--method-arg", "alpha=1"], "--method-arg: method er has no option 'alpha'"),
     (["--plugin", "magic"], "--plugin: unknown value 'magic'; allowed: ddn"),
-    (["--method", "finetune", "--plugin", "ddn"], "--plugin: plugin ddn needs a replay method; allowed: er"),
+    (["--method", "finetune", "--plugin", "ddn"], "--plugin: plugin ddn needs a replay method that takes plug-ins; allowed: er"),
     (["--plugin-arg", "every=2"], "--plugin-arg: given without --plugin"),
 ])
 def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(isolated, capsys, argv, needle):

@@ -46,7 +46,7 @@ def test_run_folder_contents(digits, tmp_path):
     assert len(csv_rows) == 6 and csv_rows[1].endswith(",,,,")    # R[0][1:] not evaluated
 
 
-@pytest.mark.parametrize("method", ["er", "finetune"])
+@pytest.mark.parametrize("method", ["er", "finetune", "ewc", "agem"])
 def test_resume_gives_the_same_results(digits, tmp_path, method):
     cfg = RunConfig(method=method, buffer=60, setting="offline", epochs=2)
     whole = engine.run(cfg, tmp_path / "whole", _scenario(digits), progress=False)

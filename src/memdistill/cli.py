@@ -507,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memdistill {args.command}: error: {message}", file=sys.stderr)
     except (DataError, FileNotFoundError, MemoryFileError) as e:
         print(f"memdistill {args.command}: error: {e}", file=sys.stderr)
+    except FloatingPointError as e:     # a method that saw its training diverge says why
+        print(f"memdistill {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if args.command == "distill" and "scenario" not in args and "preset" not in args:
             # a distillation keeps its memory at every logged step; it does not resume itself

@@ -173,9 +173,10 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
                                       f"allowed: {', '.join(allowed)}")
     if cfg.plugin is not None:
         choose("--plugin", cfg.plugin, list(plugins))
-        if not methods[cfg.method].needs_buffer:
-            raise ConfigError("--plugin", f"plugin {cfg.plugin} needs a replay method; allowed: "
-                              + ", ".join(k for k, v in methods.items() if v.needs_buffer))
+        if not getattr(methods[cfg.method], "accepts_plugins", False):
+            raise ConfigError("--plugin", f"plugin {cfg.plugin} needs a replay method that takes plug-ins; "
+                              "allowed: " + ", ".join(k for k, v in methods.items()
+                                                      if getattr(v, "accepts_plugins", False)))
     elif cfg.plugin_args:
         raise ConfigError("--plugin-arg", "given without --plugin")
     if methods[cfg.method].needs_buffer and cfg.buffer == 0:

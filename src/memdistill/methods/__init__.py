@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from memdistill.methods.abd import AlwaysBeDreaming
+from memdistill.methods.agem import AGEM
 from memdistill.methods.base import Learner, LearnerContext
 from memdistill.methods.clser import CLSER
 from memdistill.methods.compress_recall import CompressRecall
@@ -13,6 +14,7 @@ from memdistill.methods.dgr import DeepGenerativeReplay
 from memdistill.methods.didd import DomainIncrementalDistillation
 from memdistill.methods.er import ExperienceReplay
 from memdistill.methods.er_ace import ERACE
+from memdistill.methods.ewc import EWC
 from memdistill.methods.finetune import Finetune
 from memdistill.methods.joint import Joint
 from memdistill.methods.lwf import LwF, LwFMultiClass
@@ -27,6 +29,9 @@ METHODS: dict[str, type[Learner]] = {
     "er-ace": ERACE,
     "clser": CLSER,
     "compress-recall": CompressRecall,
+    # Remember the Past's other Table 3 baselines: a gradient constraint from memory, a weight penalty
+    "agem": AGEM,
+    "ewc": EWC,
     "didd": DomainIncrementalDistillation,   # domain-incremental synthetic set (issue 5 as a learner)
     # data-free (issue 6): no real data kept between tasks
     "lwf": LwF,

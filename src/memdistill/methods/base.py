@@ -44,6 +44,7 @@ class LearnerContext:
 class Learner:
     name = "learner"
     needs_buffer = False
+    accepts_plugins = False    # replay learners whose memory targets a plug-in may supply
     scenario_kinds = ("class-incremental", "domain-incremental")   # where the method applies
     options: dict[str, object] = {}      # method-specific options and their defaults
 

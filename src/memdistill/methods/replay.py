@@ -18,6 +18,7 @@ from memdistill.nets import Backbone
 
 class ReplayLearner(Learner):
     needs_buffer = True
+    accepts_plugins = True
 
     def __init__(self, model: Backbone, ctx: LearnerContext, plugins: list[Plugin] | None = None, **options):
         super().__init__(model, ctx, **options)
