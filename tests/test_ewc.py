@@ -121,3 +121,15 @@ def test_a_diverging_penalty_says_what_to_lower():
     with pytest.raises(FloatingPointError, match="lower ewc_lambda, --lr or gamma"):
         for _ in range(50):
             ewc.observe(*data(20, 6), 1)
+
+
+def test_fisher_of_a_batch_norm_network_under_bf16_is_finite_and_in_fp32():
+    from memdistill.nets import build_backbone
+    ctx = LearnerContext(num_classes=C, num_tasks=2, input_shape=(3, 8, 8), mean=(0.0,) * 3, std=(255.0,) * 3,
+                         augment=False, device=torch.device("cpu"), precision="bf16")
+    ewc = EWC(build_backbone("reduced-resnet18", (3, 8, 8), C), ctx)
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    fisher = ewc.estimate_fisher(x, torch.zeros(5, dtype=torch.long))
+    assert all(f.dtype == torch.float32 and torch.isfinite(f).all() for f in fisher.values())
+    assert any(f.sum() > 0 for f in fisher.values())
+    assert ewc.model.training                      # put back in training mode

@@ -96,9 +96,8 @@ class EWC(Learner):
         params = {k: v.detach() for k, v in self.model.named_parameters()}
         buffers = {k: v.detach() for k, v in self.model.named_buffers()}
 
-        def log_likelihood(p, x, y):
-            with self.autocast():
-                out = functional_call(self.model, (p, buffers), (x.unsqueeze(0),))
+        def log_likelihood(p, x, y):    # in fp32 whatever --precision: once per task, and exact
+            out = functional_call(self.model, (p, buffers), (x.unsqueeze(0),))
             return F.log_softmax(out.float(), dim=1)[0].gather(0, y.unsqueeze(0)).squeeze(0)
 
         per_sample = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
@@ -107,11 +106,11 @@ class EWC(Learner):
             x = self.preprocess(images[start: start + 64], train=False)
             y = labels[start: start + 64].to(self.device)
             if self.opts["fisher"] == "sampled":
-                with torch.no_grad(), self.autocast():
+                with torch.no_grad():
                     probs = F.softmax(self.model(x).float(), dim=1)
                 y = torch.multinomial(probs.cpu(), 1, generator=self.generator).flatten().to(self.device)
             for k, g in per_sample(params, x, y).items():
-                fisher[k] += (g.float() ** 2).sum(0)
+                fisher[k] += (g ** 2).sum(0)
         self.model.train(was_training)
         return {k: v / len(labels) for k, v in fisher.items()}
 
