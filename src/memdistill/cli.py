@@ -379,7 +379,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = engine.run(cfg, folder, scenario=scenario, progress=progress,
                              resume=getattr(args, "resume", True), task_lines=True)
         til = f", task-IL ACC {summary['task_il']['acc']:.2f}" if "task_il" in summary else ""
-        print(f"[memdistill] {name}: class-IL ACC {summary['class_il']['acc']:.2f}, "
+        print(f"[memdistill] {name}: {report.accuracy_label(cfg.scenario)} ACC {summary['class_il']['acc']:.2f}, "
               f"FM {summary['class_il']['fm']:.2f}{til}, {summary['wall_s']:.1f} s", file=sys.stderr)
     runs = report.load_runs(folders)
     table = report.markdown_table(runs)

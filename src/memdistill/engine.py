@@ -236,7 +236,8 @@ def _run_tasks(cfg: RunConfig, scenario: Scenario, learner: Learner, stream_gen:
             "speed/samples_per_s": (state.samples - samples_before) / max(train_s, 1e-9)})
         if task_lines:
             til = f", task-IL {np.mean(task_il):.1f}" if task_il else ""
-            print(f"  after task {task.index + 1}/{T}: class-IL {np.mean(class_il):.1f}{til} "
+            label = "domain-IL" if scenario.kind == "domain-incremental" else "class-IL"
+            print(f"  after task {task.index + 1}/{T}: {label} {np.mean(class_il):.1f}{til} "
                   f"({state.wall_s:.0f} s)", file=sys.stderr, flush=True)
         if folder is not None:
             folder.write_matrices(_padded(state.class_il, T),

@@ -13,9 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from memdistill.data.scenarios import SCENARIOS
 from memdistill.results import find_runs, matrix_from_csv
 
 GROUP_KEYS = ("scenario", "method", "plugin", "backbone", "buffer", "setting", "precision")
+
+
+def accuracy_label(scenario: str | None) -> str:
+    """What the ``class_il`` accuracies of a scenario's runs are: "domain-IL" on a
+    domain-incremental scenario (one head over the same classes), else "class-IL"."""
+    spec = SCENARIOS.get(scenario or "")
+    return "domain-IL" if spec is not None and spec.kind == "domain-incremental" else "class-IL"
+
+
+def _runs_label(runs: list[tuple[Path, dict]]) -> str:
+    labels = {accuracy_label(s.get("scenario")) for _, s in runs}
+    return labels.pop() if len(labels) == 1 else "class-/domain-IL"
 
 
 def _get(summary: dict, dotted: str) -> float | None:
@@ -73,7 +86,8 @@ def markdown_table(runs: list[tuple[Path, dict]], extra_keys: tuple[str, ...] = 
     if 1 not in varying and any(g[2] for g in groups):
         varying.insert(0, 1)      # show "method+plugin" when plug-ins differ
     columns = [keys[i] for i in varying]
-    metrics = [("class-IL ACC", "class_il.acc"), ("class-IL FM", "class_il.fm"),
+    label = _runs_label(runs)
+    metrics = [(f"{label} ACC", "class_il.acc"), (f"{label} FM", "class_il.fm"),
                ("task-IL ACC", "task_il.acc"), ("task-IL FM", "task_il.fm"),
                ("wall s", "wall_s"), ("samples/s", "samples_per_s")]
     metrics = [(name, key) for name, key in metrics
@@ -119,7 +133,7 @@ def heatmap(runs: list[tuple[Path, dict]], path: Path, extra_keys: tuple[str, ..
         ax.set_title(f"{label} (buffer {key[4]})", fontsize=9)
         ax.set_xlabel("evaluated on task")
         ax.set_ylabel("after training task")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="class-IL accuracy (%)")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=f"{_runs_label(runs)} accuracy (%)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
