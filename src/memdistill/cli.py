@@ -55,6 +55,8 @@ def add_run_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     add("--epochs", type=int, help="epochs per task (offline)")
     add("--batch-size", type=int, help="stream batch size")
     add("--replay-batch-size", type=int, help="samples replayed per step (default: batch size)")
+    add("--glances", type=int, help="optimiser steps on each stream batch, memory updated once "
+                                     "(La-MAML's --glances; default 1)")
     add("--lr", type=float, help="learning rate (SGD)")
     add("--lr-milestones", type=int, nargs="+", metavar="EPOCH",
         help="multiply the lr by --lr-gamma at these epochs of every task (e.g. 100 150 200)")

@@ -42,6 +42,7 @@ class RunConfig:
     epochs: int | None = None             # offline only; online is one pass
     batch_size: int | None = None         # stream batch
     replay_batch_size: int | None = None  # samples drawn from memory per step
+    glances: int = 1                      # optimiser steps on each stream batch (La-MAML's --glances)
     lr: float | None = None
     # Step decay within each task (MultiStepLR restarted per task, as ABD's public code):
     # the lr is multiplied by lr_gamma at the start of each epoch listed (0-based count of
@@ -143,6 +144,7 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
     for option, value, low in [("--buffer", cfg.buffer, 0), ("--epochs", cfg.epochs, 1),
                                ("--batch-size", cfg.batch_size, 1),
                                ("--replay-batch-size", cfg.replay_batch_size, 1),
+                               ("--glances", cfg.glances, 1),
                                ("--samples-per-task", cfg.samples_per_task, 1),
                                ("--test-samples-per-task", cfg.test_samples_per_task, 1),
                                ("--eval-batch-size", cfg.eval_batch_size, 1),
@@ -179,6 +181,10 @@ def validate(cfg: RunConfig, methods: dict[str, Any], plugins: dict[str, Any]) -
                                                       if getattr(v, "accepts_plugins", False)))
     elif cfg.plugin_args:
         raise ConfigError("--plugin-arg", "given without --plugin")
+    if cfg.glances != 1 and not getattr(methods[cfg.method], "supports_glances", False):
+        raise ConfigError("--glances", f"method {cfg.method} takes one step per stream batch; allowed with "
+                                       "--glances: " + ", ".join(k for k, v in methods.items()
+                                                                 if getattr(v, "supports_glances", False)))
     if methods[cfg.method].needs_buffer and cfg.buffer == 0:
         raise ConfigError("--buffer", f"method {cfg.method} replays from memory; give a size >= 1")
     try:

@@ -96,7 +96,7 @@ def build_learner(cfg: RunConfig, scenario: Scenario, device: torch.device) -> L
         augment=scenario.augment if cfg.augment is None else cfg.augment, device=device,
         precision=cfg.precision, channels_last=use_channels_last, lr=cfg.lr,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-        replay_batch_size=cfg.replay_batch_size, epochs=cfg.epochs, buffer=cfg.buffer,
+        replay_batch_size=cfg.replay_batch_size, glances=cfg.glances, epochs=cfg.epochs, buffer=cfg.buffer,
         buffer_policy=cfg.buffer_policy, seed=cfg.seed)
     kwargs = dict(cfg.method_args)
     if cfg.plugin is not None:

@@ -34,6 +34,7 @@ def project_gradient(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
 class AGEM(ReplayLearner):
     name = "agem"
     accepts_plugins = False    # its memory constrains the gradient; it has no replay targets
+    supports_glances = True
     options = {"reference": "past", "reference_batch": 256}
 
     def __init__(self, model, ctx, **options):
@@ -65,6 +66,12 @@ class AGEM(ReplayLearner):
         return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
+        for _ in range(self.ctx.glances):
+            out, logits = self.projected_step(images, labels)
+        self.update_memory(images, labels, task_id, logits.detach())
+        return out
+
+    def projected_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
         logits = self.forward(self.preprocess(images, self.generator))
         loss = self.stream_loss(logits, labels)
         g = self.flat_gradient(loss)
@@ -85,8 +92,7 @@ class AGEM(ReplayLearner):
                 p.grad = g[offset: offset + p.numel()].view_as(p).clone()
                 offset += p.numel()
         self.optimizer.step()
-        self.update_memory(images, labels, task_id, logits.detach())
-        return out
+        return out, logits
 
     def extra_summary(self) -> dict:
         return {"agem_projected_fraction": self.projections / max(1, self.steps)}

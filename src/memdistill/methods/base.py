@@ -35,6 +35,7 @@ class LearnerContext:
     weight_decay: float = 0.0
     batch_size: int = 32
     replay_batch_size: int = 32
+    glances: int = 1              # optimiser steps per stream batch (learners with supports_glances)
     epochs: int = 1
     buffer: int = 0
     buffer_policy: str = "reservoir"
@@ -45,6 +46,7 @@ class Learner:
     name = "learner"
     needs_buffer = False
     accepts_plugins = False    # replay learners whose memory targets a plug-in may supply
+    supports_glances = False   # observe takes ctx.glances steps on its batch (memory updated once)
     scenario_kinds = ("class-incremental", "domain-incremental")   # where the method applies
     options: dict[str, object] = {}      # method-specific options and their defaults
 

@@ -53,6 +53,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 class CLSER(ReplayLearner):
     name = "clser"
+    supports_glances = False    # its EMA updates ride on the memory update, once per stream batch
     # decays: None = the reference's 0.999 at 50 epochs, scaled to the run's epochs (above)
     options = {"reg_weight": 0.15, "stable_decay": None, "stable_prob": 0.1,
                "plastic_decay": None, "plastic_prob": 0.3}

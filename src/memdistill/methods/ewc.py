@@ -30,6 +30,7 @@ FISHERS = ("sampled", "empirical")
 
 class EWC(Learner):
     name = "ewc"
+    supports_glances = True
     options = {"ewc_lambda": 1.0, "gamma": 1.0, "fisher_samples": 200, "fisher": "sampled"}
 
     def __init__(self, model, ctx, **options):
@@ -66,6 +67,11 @@ class EWC(Learner):
             room = self.opts["fisher_samples"] - kept
             self.kept_images.append(images[:room].clone())
             self.kept_labels.append(labels[:room].clone())
+        for _ in range(self.ctx.glances):
+            out = self.penalised_step(images, labels)
+        return out
+
+    def penalised_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         logits = self.forward(self.preprocess(images, self.generator))
         ce = self.cross_entropy(logits, labels)
         if not self.fisher:

@@ -8,9 +8,11 @@ from memdistill.methods.base import Learner
 
 class Finetune(Learner):
     name = "finetune"
+    supports_glances = True
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
-        logits = self.forward(self.preprocess(images, self.generator))
-        loss = self.cross_entropy(logits, labels)
-        self.step(loss)
+        for _ in range(self.ctx.glances):
+            logits = self.forward(self.preprocess(images, self.generator))
+            loss = self.cross_entropy(logits, labels)
+            self.step(loss)
         return {"loss": loss.item()}

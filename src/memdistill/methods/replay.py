@@ -19,6 +19,7 @@ from memdistill.nets import Backbone
 class ReplayLearner(Learner):
     needs_buffer = True
     accepts_plugins = True
+    supports_glances = True
 
     def __init__(self, model: Backbone, ctx: LearnerContext, plugins: list[Plugin] | None = None, **options):
         super().__init__(model, ctx, **options)
@@ -57,19 +58,20 @@ class ReplayLearner(Learner):
 
     # -- the step -----------------------------------------------------------------
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, torch.Tensor]:
-        batch = self.sample_memory()
         n = len(labels)
-        inputs = images if batch is None else torch.cat([images, batch.images])
-        # One forward over stream + memory, as Mammoth does: a batch of 64 runs
-        # faster than two of 32, and batch norm sees both.
-        logits = self.forward(self.preprocess(inputs, self.generator))
-        losses = {"stream": self.stream_loss(logits[:n], labels)}
-        if batch is not None:
-            losses["memory"] = self.memory_loss(logits[n:], batch)
-        loss = sum(losses.values())
-        self.step(loss)
-        for plugin in self.plugins:
-            losses.update(plugin.after_step((images, labels), batch))
+        for _ in range(self.ctx.glances):     # each glance draws its own memory batch
+            batch = self.sample_memory()
+            inputs = images if batch is None else torch.cat([images, batch.images])
+            # One forward over stream + memory, as Mammoth does: a batch of 64 runs
+            # faster than two of 32, and batch norm sees both.
+            logits = self.forward(self.preprocess(inputs, self.generator))
+            losses = {"stream": self.stream_loss(logits[:n], labels)}
+            if batch is not None:
+                losses["memory"] = self.memory_loss(logits[n:], batch)
+            loss = sum(losses.values())
+            self.step(loss)
+            for plugin in self.plugins:
+                losses.update(plugin.after_step((images, labels), batch))
         self.update_memory(images, labels, task_id, logits[:n].detach())
         losses["loss"] = loss
         return {k: v.detach() if torch.is_tensor(v) else v for k, v in losses.items()}
