@@ -20,6 +20,17 @@ def _scenario(digits, name="seq-digits", n_tasks=None):
     return build_scenario(name, n_tasks, source=digits, progress=False)
 
 
+def _same(a, b) -> bool:
+    """Nested state (dicts, lists, tensors) equal, tensors bit for bit."""
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
 def test_ra_and_bti_from_a_hand_made_matrix():
     R = [[90.0, float("nan"), float("nan")], [80.0, 85.0, float("nan")], [70.0, 75.0, 95.0]]
     assert metrics.retained_accuracy(R) == pytest.approx((70 + 75 + 95) / 3)
@@ -145,3 +156,50 @@ def test_streaming_distillation_runs_end_to_end_and_is_checked(digits):
     assert images["memory_bytes_detail"].keys() == {"images-uint8"}
     with pytest.raises(ConfigError, match="stream_steps must be a non-negative integer"):
         run(stream_steps=-1)
+
+
+def test_per_task_recall_answers_each_task_with_a_network_of_its_own(digits, tmp_path):
+    """recall=per-task: task t's test images are answered by a network trained on task t's
+    recalls alone, so a task's accuracy is fixed once it is learned (BTI 0, as in Table 3)."""
+    cfg = RunConfig(method="compress-recall", buffer=100, backbone="mlp", method_args={**ARGS, "recall": "per-task"})
+    scenario = _scenario(digits)
+    summary = engine.run(cfg, tmp_path / "per-task", scenario, progress=False)
+    assert summary["recall"] == "per-task" and summary["uses_task_identity"] is True
+    assert summary["class_il"]["bti"] == 0.0 and summary["class_il"]["fm"] == 0.0
+    joint = engine.run(RunConfig(method="compress-recall", buffer=100, backbone="mlp", method_args=ARGS),
+                       tmp_path / "joint", scenario, progress=False)
+    assert joint["recall"] == "joint" and joint["uses_task_identity"] is False
+    # two classes a task, each answered among its own task's classes
+    assert summary["class_il"]["acc"] > joint["class_il"]["acc"]
+    # the recall does not touch the distillation: both runs store the same memories, so a joint
+    # run's checkpoint can be evaluated per task afterwards (benchmarks/compress_recall_retrain.py)
+    stored = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["learner"]["memories"]
+              for run in ("per-task", "joint")]
+    assert _same(*stored)
+
+    cfg, scenario, device = engine.prepare(cfg, scenario)
+    learner = engine.build_learner(cfg, scenario, device)
+    learner.load_state_dict(torch.load(tmp_path / "per-task" / "checkpoint.pt", weights_only=True)["learner"])
+    assert learner.memory_tasks == [0, 1, 2, 3, 4] and not learner.task_networks
+    images, labels = learner.recalled_dataset(2)
+    assert set(labels.tolist()) == set(scenario.tasks[2].classes)   # task 2's recalls only
+    test = scenario.tasks[2].test_images[:16]
+    by_hand = learner._train_on_recalls(2, only_task=2)
+    by_hand.eval()
+    with torch.no_grad():
+        expected = by_hand(learner.preprocess(test, train=False))
+    assert torch.allclose(learner.predict(test, task_id=2), expected)
+    with pytest.raises(ValueError, match="pass task_id"):
+        learner.predict(test)
+
+
+def test_per_task_recall_resumes_and_checks_its_option(digits, tmp_path):
+    cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", method_args={**ARGS, "recall": "per-task"})
+    whole = engine.run(cfg, tmp_path / "whole", _scenario(digits), progress=False)
+    with pytest.raises(engine.Interrupted):
+        engine.run(cfg, tmp_path / "cut", _scenario(digits), progress=False, stop_after_task=2)
+    resumed = engine.run(cfg, tmp_path / "cut", _scenario(digits), progress=False)
+    assert resumed["class_il"] == whole["class_il"]
+    bad = RunConfig(method="compress-recall", buffer=60, method_args={**ARGS, "recall": "by-task"})
+    with pytest.raises(ConfigError, match="recall must be one of: joint, per-task"):
+        engine.run(bad, None, _scenario(digits), progress=False)

@@ -66,7 +66,7 @@ def evaluate(learner: Learner, scenario: Scenario, upto: int, batch_size: int,
         for start in range(0, len(task.test_labels), batch_size):
             x = task.test_images[start:start + batch_size].to(device, non_blocking=True)
             y = task.test_labels[start:start + batch_size].to(device, non_blocking=True)
-            logits = learner.predict(x)
+            logits = learner.predict(x, task_id=task.index)
             correct += (logits.argmax(1) == y).sum().item()
             if keep is not None:
                 keep.append((logits.softmax(1).cpu(), y.cpu()))

@@ -80,8 +80,10 @@ class Learner:
         pass
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for uint8 images (no augmentation)."""
+    def predict(self, images: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
+        """Logits for uint8 images (no augmentation).  ``task_id``, the task the images come
+        from, is given by the engine's evaluation; only learners that evaluate with the task's
+        identity use it (compress-recall's ``recall=per-task``), the others ignore it."""
         self.model.eval()
         with self.autocast():
             logits = self.model(self.preprocess(images, train=False))

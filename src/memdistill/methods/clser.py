@@ -112,7 +112,7 @@ class CLSER(ReplayLearner):
                 ema_update(net, self.model, min(1 - 1 / (self.global_step + 1), decay))
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
         """The stable model predicts (the paper's choice)."""
         self.stable.eval()
         with self.autocast():

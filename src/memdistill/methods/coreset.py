@@ -127,8 +127,8 @@ class NaiveRehearsal(_CoresetMixin, Learner):
         return {"loss": loss.item()}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.seen_mask(super().predict(images))
+    def predict(self, images: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
+        return self.seen_mask(super().predict(images, task_id))
 
 
 class LwFCoreset(_CoresetMixin, LwF):

@@ -186,8 +186,8 @@ class DistillationLearner(Learner):
 
     # -- the seam ------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.seen_mask(super().predict(images))
+    def predict(self, images: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
+        return self.seen_mask(super().predict(images, task_id))
 
     @property
     def memory_nbytes(self) -> int:
