@@ -14,7 +14,10 @@ buffer counts them (uint8 image + label + task id), so both compare at equal byt
   last task at buffer 200).
 * At the task's end the raw samples held are distilled for ``distill_steps`` more steps
   into an addressable memory (Eq. 2) that takes 1/T of the budget (T = number of tasks),
-  sized by Eq. 4; the raw samples are dropped, so the raw part keeps shrinking.
+  sized by Eq. 4; the raw samples are dropped, so the raw part keeps shrinking.  Late
+  tasks hold few (11 samples at Rotated MNIST's task 19), and steps on those few fit them:
+  ``stream_steps=4, distill_steps=0`` (no end steps) gave the better late memories there
+  (docs/benchmarks.md).
 * Then a network is trained from scratch on what the memories recall (``recall``):
 
   - ``joint`` (default): one network on everything the stored memories recall; it answers
