@@ -20,3 +20,18 @@ def test_accuracy_columns_say_which_setting_the_scenario_is():
     assert "| class-IL ACC | class-IL FM |" in classes
     mixed = report.markdown_table([(Path("r"), summary("rot-mnist", 0)), (Path("c"), summary("seq-digits", 0))])
     assert "class-/domain-IL ACC" in mixed
+
+
+def test_runs_that_use_the_task_identity_are_a_row_of_their_own_and_marked():
+    def recall_run(seed, per_task):
+        return {**summary("rot-mnist", seed), "method": "compress-recall",
+                "recall": "per-task" if per_task else "joint", "uses_task_identity": per_task,
+                "class_il": {"acc": (70.0 if per_task else 60.0) + seed, "fm": 0.0}}
+    runs = [(Path(f"{p}{s}"), recall_run(s, p)) for p in (True, False) for s in (0, 1)]
+    table = report.markdown_table(runs)
+    rows = [line for line in table.splitlines() if line.startswith("| compress-recall")]
+    assert len(rows) == 2          # not averaged together as if they were seeds
+    assert any("(per task) †" in r and "70.50 ± 0.71" in r for r in rows)
+    assert any("†" not in r and "60.50 ± 0.71" in r for r in rows)
+    assert report.TASK_IDENTITY_NOTE in table
+    assert report.TASK_IDENTITY_NOTE not in report.markdown_table(runs[2:])

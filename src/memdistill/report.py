@@ -17,6 +17,10 @@ from memdistill.data.scenarios import SCENARIOS
 from memdistill.results import find_runs, matrix_from_csv
 
 GROUP_KEYS = ("scenario", "method", "plugin", "backbone", "buffer", "setting", "precision")
+# marks runs that answer each test image with its task's own network (compress-recall's recall=per-task)
+TASK_IDENTITY_MARK = " (per task) †"
+TASK_IDENTITY_NOTE = ("† one network per task answers that task's test images: "
+                      "these runs use the task's identity at test time, the others do not.")
 
 
 def accuracy_label(scenario: str | None) -> str:
@@ -64,6 +68,8 @@ def method_label(summary: dict) -> str:
         args = summary.get("plugin_args") or {}
         if args:
             label += ":" + ",".join(f"{k}={v}" for k, v in sorted(args.items()))
+    if summary.get("uses_task_identity"):
+        label += TASK_IDENTITY_MARK
     return label
 
 
@@ -72,7 +78,8 @@ def group_runs(runs: list[tuple[Path, dict]], extra_keys: tuple[str, ...] = ()) 
     groups: dict[tuple, list] = defaultdict(list)
     for path, summary in runs:
         key = tuple(summary.get(k) for k in GROUP_KEYS + tuple(extra_keys))
-        key = key[:2] + (method_label(summary) if summary.get("plugin") else None,) + key[3:]
+        labelled = summary.get("plugin") or summary.get("uses_task_identity")
+        key = key[:2] + (method_label(summary) if labelled else None,) + key[3:]
         groups[key].append((path, summary))
     return dict(groups)
 
@@ -104,7 +111,8 @@ def markdown_table(runs: list[tuple[Path, dict]], extra_keys: tuple[str, ...] = 
     first = runs[0][1]
     header = (f"{first.get('scenario')}, {first.get('num_tasks')} tasks "
               f"({first.get('setting')}); mean ± std over seeds, accuracies in %")
-    return header + "\n\n" + "\n".join(lines) + "\n"
+    note = f"\n{TASK_IDENTITY_NOTE}\n" if any(s.get("uses_task_identity") for _, s in runs) else ""
+    return header + "\n\n" + "\n".join(lines) + "\n" + note
 
 
 def heatmap(runs: list[tuple[Path, dict]], path: Path, extra_keys: tuple[str, ...] = ()) -> None:
