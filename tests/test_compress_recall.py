@@ -203,3 +203,37 @@ def test_per_task_recall_resumes_and_checks_its_option(digits, tmp_path):
     bad = RunConfig(method="compress-recall", buffer=60, method_args={**ARGS, "recall": "by-task"})
     with pytest.raises(ConfigError, match="recall must be one of: joint, per-task"):
         engine.run(bad, None, _scenario(digits), progress=False)
+
+
+def test_cosine_outer_rate_decays_over_the_tasks_outer_steps(digits):
+    scenario = _scenario(digits, n_tasks=2)
+    cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2, batch_size=10,
+                    method_args={**ARGS, "stream_steps": 2, "distill_steps": 4, "outer_lr": 0.1,
+                                 "outer_lr_decay": "cosine"})
+    cfg, scenario, device = engine.prepare(cfg, scenario)
+    learner = engine.build_learner(cfg, scenario, device)
+    learner.begin_task(scenario.tasks[0])
+    batches = -(-len(scenario.tasks[0].train_labels) // 10)
+    assert learner.task_outer_steps == 2 * batches + 4
+
+    class Recorder:                      # stands in for the BPTT distiller: records the rate of each step
+        def __init__(self):
+            self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+            self.rates = []
+
+        def outer_step(self):
+            self.rates.append(self.optimizer.param_groups[0]["lr"])
+            return {"outer_loss": 1.0}
+    recorder = Recorder()
+    learner._outer_steps(recorder, learner.task_outer_steps)
+    rates = recorder.rates
+    assert rates[0] == pytest.approx(0.1) and all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[len(rates) // 2] == pytest.approx(0.05, abs=0.01) and rates[-1] < 0.001
+
+    with pytest.raises(ConfigError, match="outer_lr_decay must be one of: none, cosine"):
+        engine.run(RunConfig(method="compress-recall", buffer=60, n_tasks=2,
+                             method_args={**ARGS, "outer_lr_decay": "linear"}), None, scenario, progress=False)
+    runs = [engine.run(RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2,
+                                 method_args={**ARGS, "stream_steps": 1, "outer_lr_decay": decay}),
+                       None, scenario, progress=False)["class_il"]["acc"] for decay in ("none", "cosine")]
+    assert runs[0] != runs[1]            # the decay changes the memories

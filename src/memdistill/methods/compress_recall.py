@@ -56,7 +56,8 @@ Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``
 default, or ``uniform``: how ``inner_batch`` draws, ``distill/bptt.py``), ``outer_lr``, ``real_batch`` (per class),
 ``checkpoint_every`` (BPTT checkpoint interval; None: every ceil(sqrt(unroll)) steps, 1: keep every
 step, which skips the recomputation at the cost of 2 x unroll parameter sets),
-``retrain_epochs``, ``retrain_lr``, ``retrain_batch``, ``recall`` (``joint`` or ``per-task``).
+``retrain_epochs``, ``retrain_lr``, ``retrain_batch``, ``recall`` (``joint`` or ``per-task``),
+``outer_lr_decay`` (``none`` or ``cosine``: the outer rate decays to 0 over each task's outer steps).
 """
 from __future__ import annotations
 
@@ -123,8 +124,9 @@ class CompressRecall(Learner):
     options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "stream_steps": 0, "unroll": 10, "inner_lr": 0.01,
                "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "per-class", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
-               "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint"}
+               "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint", "outer_lr_decay": "none"}
     RECALLS = ("joint", "per-task")
+    OUTER_LR_DECAYS = ("none", "cosine")
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
         super().__init__(model, ctx, **options)
@@ -135,6 +137,9 @@ class CompressRecall(Learner):
         if o["quantize"] not in (None, "none", "uint8"):
             raise ValueError(f"method compress-recall: option quantize must be one of: none, uint8 "
                              f"(got {o['quantize']!r})")
+        if o["outer_lr_decay"] not in self.OUTER_LR_DECAYS:
+            raise ValueError(f"method compress-recall: option outer_lr_decay must be one of: "
+                             f"{', '.join(self.OUTER_LR_DECAYS)} (got {o['outer_lr_decay']!r})")
         if o["recall"] not in self.RECALLS:
             raise ValueError(f"method compress-recall: option recall must be one of: {', '.join(self.RECALLS)} "
                              f"(got {o['recall']!r})")
@@ -190,6 +195,10 @@ class CompressRecall(Learner):
         self.raw = ReservoirBuffer(free // self.sample_bytes, self.ctx.input_shape, device=self.device)
         self.task = task
         self.stream_distiller = None
+        # outer steps this task will take (stream_steps per streamed minibatch, then distill_steps)
+        batches = math.ceil(len(task.train_labels) / max(1, self.ctx.batch_size))
+        self.task_outer_steps = batches * int(self.opts["stream_steps"]) + int(self.opts["distill_steps"])
+        self.outer_steps_taken = 0
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
         # Training phase: no learning on the network; the task's memory is distilled from the
@@ -205,7 +214,7 @@ class CompressRecall(Learner):
             distiller = self.stream_distiller
             if len(labels):                   # then distill_steps more on the raw samples held
                 distiller.set_real(images, self._local_labels(labels, self.task_classes))
-                distiller.run(int(self.opts["distill_steps"]), progress=False)
+                self._outer_steps(distiller, int(self.opts["distill_steps"]))
             self._store(distiller.memory, self.task_classes, task.index)
         elif len(labels):
             self._store(self._distil(task, images, labels), sorted(set(labels.tolist())), task.index)
@@ -267,8 +276,22 @@ class CompressRecall(Learner):
             self.stream_distiller = self._distiller(memory.to(self.device), x, local, self.task.index)
         else:
             self.stream_distiller.set_real(x, local)
-        losses = [self.stream_distiller.outer_step()["outer_loss"] for _ in range(int(self.opts["stream_steps"]))]
+        losses = self._outer_steps(self.stream_distiller, int(self.opts["stream_steps"]))
         return {"distill_loss": sum(losses) / len(losses)}
+
+    def _outer_steps(self, distiller: BPTTDistiller, n: int) -> list[float]:
+        """``n`` outer steps; with ``outer_lr_decay=cosine`` the outer rate follows a cosine from
+        ``outer_lr`` to 0 over the task's outer steps, so that its last steps, taken on the few
+        samples a late task holds, cannot throw the memory off (docs/benchmarks.md)."""
+        losses = []
+        for _ in range(n):
+            if self.opts["outer_lr_decay"] == "cosine":
+                progress = min(1.0, self.outer_steps_taken / max(1, self.task_outer_steps))
+                for group in distiller.optimizer.param_groups:
+                    group["lr"] = float(self.opts["outer_lr"]) * 0.5 * (1 + math.cos(math.pi * progress))
+            losses.append(distiller.outer_step()["outer_loss"])
+            self.outer_steps_taken += 1
+        return losses
 
     def _distiller(self, memory: DistilledMemory, images: torch.Tensor, local: torch.Tensor,
                    task_index: int) -> BPTTDistiller:
@@ -309,7 +332,7 @@ class CompressRecall(Learner):
             memory = AddressableMemory.initialise(shape, len(classes), budget.num_bases, budget.recalls,
                                                   budget.downsample, g, self.ctx.mean, self.ctx.std)
         distiller = self._distiller(memory.to(self.device), images, local, task.index)
-        distiller.run(int(self.opts["distill_steps"]), progress=False)
+        self._outer_steps(distiller, int(self.opts["distill_steps"]))
         return distiller.memory
 
     # -- recall --------------------------------------------------------------------
