@@ -237,3 +237,34 @@ def test_cosine_outer_rate_decays_over_the_tasks_outer_steps(digits):
                                  method_args={**ARGS, "stream_steps": 1, "outer_lr_decay": decay}),
                        None, scenario, progress=False)["class_il"]["acc"] for decay in ("none", "cosine")]
     assert runs[0] != runs[1]            # the decay changes the memories
+
+
+def test_cifar100_preset_fits_its_share_and_runs_on_colour_images(tmp_path):
+    """The Incremental CIFAR-100 preset cannot be measured here (no CIFAR-100 on this machine):
+    its memory must fit each task's share as its comment says, and its settings must run end
+    to end on 3 x 32 x 32 images through ConvNet-3."""
+    from conftest import make_source
+    from memdistill.config import load_preset
+    from memdistill.sweep import expand
+    jobs = {j.config.method: j.config for j in expand(load_preset("cifar100-compress-recall"))}
+    cfg = jobs["compress-recall"]
+    assert cfg.scenario == "seq-cifar100" and cfg.n_tasks == 20 and cfg.backbone == "convnet"
+    fake = make_source(num_classes=100, train_per_class=2, test_per_class=1, shape=(3, 32, 32))
+    scenario = build_scenario("seq-cifar100", 20, source=fake, progress=False)
+    cfg_p, scenario, device = engine.prepare(cfg, scenario)
+    learner = engine.build_learner(cfg_p, scenario, device)
+    assert learner.budget_bytes == 200 * (3 * 32 * 32 + 16) and learner.task_bytes == 30_880
+    fitted = learner._fit(5)
+    assert (fitted.num_bases, fitted.recalls, fitted.downsample) == (16, 232, 2)
+    # the same method options, scaled down: 2 tasks of 5 classes, a short unroll and retraining
+    small = make_source(num_classes=10, train_per_class=10, test_per_class=4, shape=(3, 32, 32))
+    for split in (small.train, small.test):    # a class a ConvNet sees at once: bright rows 3c..3c+2
+        for c in range(10):
+            split.images[split.labels == c, :, 3 * c:3 * c + 3, :] = 255
+    args = {**cfg.method_args, "unroll": 2, "inner_batch": 10, "real_batch": 2, "retrain_epochs": 20,
+            "retrain_lr": 0.05}
+    run = RunConfig(**{**cfg.__dict__, "n_tasks": 2, "buffer": 6, "method_args": args})
+    summary = engine.run(run, tmp_path, build_scenario("seq-cifar100", 2, source=small, progress=False),
+                         progress=False)
+    assert summary["uses_task_identity"] is True and summary["memory_bytes"] <= 6 * (3 * 32 * 32 + 16)
+    assert summary["class_il"]["acc"] > 50.0      # chance: 10 % over all classes, 20 % within a task
