@@ -12,7 +12,9 @@ ceil(sqrt(T)) steps, recomputing segments); ``1`` keeps every step's parameters
 ``--setting cifar10-reduced-resnet18`` is one task of the Split CIFAR-10 comparison's
 distilled kinds instead: 2 classes, 388 real-image starts per class (776 images, what
 an addressable memory recalls at the smallest budget), reduced-resnet18 with batch
-statistics, inner minibatches of 64, real batch 32 per class.
+statistics, inner minibatches of 64, real batch 32 per class.  ``--setting mnist-mlp`` is the
+shape of a Rotated MNIST compress-recall step: GEM's MLP on 200 images (20 per class), all in
+every inner step, real batch 32 per class.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def rss_mb() -> float:
 SETTINGS = {  # dataset, backbone, classes, images per class, inner batch, real batch per class
     "mnist-convnet": ("mnist", "convnet", 10, 1, None, 16),
     "cifar10-reduced-resnet18": ("cifar10", "reduced-resnet18", 2, 388, 64, 32),
+    "mnist-mlp": ("mnist", "mlp", 10, 20, None, 32),
 }
 
 

@@ -95,6 +95,13 @@ def test_checkpoint_every_changes_memory_not_results(digits):
                         method_args={**ARGS, "unroll": 4, **extra})
         return engine.run(cfg, None, _scenario(digits, n_tasks=2), progress=False)["class_il"]["acc"]
     assert run(checkpoint_every=1) == pytest.approx(run(checkpoint_every=3), abs=1e-9)
+    # unset: keep every step while 2 x unroll parameter sets fit KEEP_EVERY_STEP_BYTES
+    from memdistill.methods.compress_recall import KEEP_EVERY_STEP_BYTES, checkpoint_interval
+    from memdistill.nets.small import MLP
+    mlp = MLP(784, 10)                                   # 89,610 float32 parameters
+    assert checkpoint_interval(mlp, 30, None) == 1 and checkpoint_interval(mlp, 30, 4) == 4
+    longest = KEEP_EVERY_STEP_BYTES // (2 * 89_610 * 4)
+    assert checkpoint_interval(mlp, longest, None) == 1 and checkpoint_interval(mlp, longest + 1, None) is None
     with pytest.raises(ConfigError, match="checkpoint_every must be a positive integer"):
         run(checkpoint_every=0)
 

@@ -54,8 +54,9 @@ by default it is ``--buffer`` samples at the exemplar rule above.
 Options (``--method-arg KEY=VALUE``): ``memory``, ``quantize``, ``budget_bytes``, ``bases`` (K), ``downsample``, ``distill_steps``,
 ``stream_steps``, ``unroll``, ``inner_lr``, ``inner_momentum``, ``inner_batch``, ``inner_sampling`` (``per-class``, the
 default, or ``uniform``: how ``inner_batch`` draws, ``distill/bptt.py``), ``outer_lr``, ``real_batch`` (per class),
-``checkpoint_every`` (BPTT checkpoint interval; None: every ceil(sqrt(unroll)) steps, 1: keep every
-step, which skips the recomputation at the cost of 2 x unroll parameter sets),
+``checkpoint_every`` (BPTT checkpoint interval; 1: keep every step, which skips the recomputation at
+the cost of 2 x unroll parameter sets; None: keep every step when those sets take at most
+``KEEP_EVERY_STEP_BYTES``, as the MNIST streams' MLP does, else every ceil(sqrt(unroll)) steps),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``, ``recall`` (``joint`` or ``per-task``),
 ``outer_lr_decay`` (``none`` or ``cosine``: the outer rate decays to 0 over each task's outer steps).
 """
@@ -114,6 +115,21 @@ def fresh_network(model: Backbone) -> Backbone:
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return net
+
+
+# Keeping every unrolled step costs 2 x unroll parameter sets and saves the recomputation (the same
+# hypergradient, about a quarter of an outer step's time for the MLP at T = 30; docs/benchmarks.md).
+# The MNIST streams' MLP (0.36 MB a set) keeps every step up to T = 93 under this bound.
+KEEP_EVERY_STEP_BYTES = 64 * 2**20
+
+
+def checkpoint_interval(model: torch.nn.Module, unroll: int, asked: int | None) -> int | None:
+    """The BPTT checkpoint interval: ``asked`` if given, else 1 when 2 x ``unroll`` parameter sets
+    of ``model`` fit ``KEEP_EVERY_STEP_BYTES``, else None (every ceil(sqrt(unroll)) steps)."""
+    if asked is not None:
+        return asked
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 1 if 2 * unroll * param_bytes <= KEEP_EVERY_STEP_BYTES else None
 
 
 class CompressRecall(Learner):
@@ -300,7 +316,7 @@ class CompressRecall(Learner):
         cfg = BPTTConfig(unroll=int(o["unroll"]), inner_lr=float(o["inner_lr"]),
                          inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
                          inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]),
-                         checkpoint_every=o["checkpoint_every"],
+                         checkpoint_every=checkpoint_interval(self.model, int(o["unroll"]), o["checkpoint_every"]),
                          outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task_index)
         return BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
                              cfg, self.device)
