@@ -6,7 +6,7 @@
 # batch 64), not measurements: the first session that runs a block should record them.
 #
 # Once, in the checkout (the data does not travel with ../shared):
-#   echo /data/ >> .git/info/exclude; mkdir -p data; cp ../shared/datasets/cifar10.tar.gz data/
+#   echo /data/ >> .git/info/exclude; mkdir -p data; cp ../shared/datasets/{cifar10,mnist}.tar.gz data/
 # Then one device-tool call per block, e.g.
 #   run(command="bash benchmarks/gpu_session.sh ddn-m200-s01", carry=["data"])
 # and unpack what comes back:  tar xzf <files_at>/results-ddn-m200-s01.tar.gz -C benchmarks/out/gpu
@@ -16,8 +16,12 @@
 #   ddn-m500-s01   the same at buffer 500 (~8 min)
 #   ddn-s2         both buffers, seed 2 (~8 min)
 #   speed          ER step vs bare step, fp32 vs bf16, on the GPU (~1 min)
+#   rtp-mnist-images       Remember the Past, MNIST IPC 1: plain images from class means, the paper's
+#                          T = 150 inner steps, 200 outer steps, 20 evaluation networks x 300 epochs on
+#                          the whole test set (~6 min; on this CPU one T = 150 step took 85 s)
+#   rtp-mnist-addressable  the same with the addressable memory (32 bases at 14x14, 4 recalls a class)
 set -euo pipefail
-block=${1:?usage: bash benchmarks/gpu_session.sh BLOCK (ddn-m200-s01 | ddn-m500-s01 | ddn-s2 | speed)}
+block=${1:?usage: bash benchmarks/gpu_session.sh BLOCK (ddn-m200-s01 | ddn-m500-s01 | ddn-s2 | speed | rtp-mnist-images | rtp-mnist-addressable)}
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH=$root/src MEMDISTILL_DATA=$root/data MEMDISTILL_CACHE=/tmp/mdcache PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
@@ -28,6 +32,14 @@ table1() {  # table1 BUFFER SEED...
     shift
     md run --preset "ddn/table1-cifar10-online-m$buffer" --seed "$@" --device cuda --no-progress \
         --no-figures --out "$out/table1-m$buffer"
+}
+
+rtp_mnist() {  # rtp_mnist NAME MEMORY-OPTIONS...: the issue's MNIST IPC 1 protocol at the paper's unroll
+    local name=$1
+    shift
+    md distill --dataset mnist --ipc 1 --init mean "$@" --unroll 150 --steps 200 --real-batch 16 \
+        --outer-optimizer adam --outer-lr 0.01 --clip 2 --checkpoint-every 1 --eval-networks 20 --eval-epochs 300 \
+        --seed 0 --device cuda --no-progress --log-every 10 --out "$out/rtp-mnist-ipc1-t150/$name"
 }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
@@ -42,6 +54,9 @@ case $block in
             "$python" "$root/benchmarks/speed_er.py" --device cuda --backbone "$backbone" --iters 50 --rounds 3 \
                 | tee "$out/speed-$backbone.txt"
         done ;;
+    rtp-mnist-images) rtp_mnist images --memory images ;;
+    rtp-mnist-addressable)
+        rtp_mnist addressable --memory addressable --bases 32 --downsample 2 --inner-batch 10 --inner-sampling per-class ;;
     *) echo "unknown block $block" >&2; exit 2 ;;
 esac
 echo "block $block took $(( $(date +%s) - started )) s"
