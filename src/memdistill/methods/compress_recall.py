@@ -2,6 +2,10 @@
 
 The memory budget is ``--buffer`` samples counted in bytes exactly as an ER
 buffer counts them (uint8 image + label + task id), so both compare at equal bytes.
+It counts what is kept from one minibatch to the next as data: stored memories and raw
+samples.  The memory being distilled while its task streams (float32, with its
+optimiser's state) is working state, as a network and its optimiser are for every
+method, and is not counted until it is stored at the task's end.
 
 * While a task streams, the network is not trained; the part of the budget not
   yet taken by earlier tasks' memories holds raw samples of the current task
