@@ -122,7 +122,7 @@ def fresh_network(model: Backbone) -> Backbone:
 
 
 # Keeping every unrolled step costs 2 x unroll parameter sets and saves the recomputation (the same
-# hypergradient, about a quarter of an outer step's time for the MLP at T = 30; docs/benchmarks.md).
+# hypergradient, about a fifth of an outer step's time for the MLP at T = 10 and 30; docs/benchmarks.md).
 # The MNIST streams' MLP (0.36 MB a set) keeps every step up to T = 93 under this bound.
 KEEP_EVERY_STEP_BYTES = 64 * 2**20
 
