@@ -275,3 +275,24 @@ def test_cifar100_preset_fits_its_share_and_runs_on_colour_images(tmp_path):
                          progress=False)
     assert summary["uses_task_identity"] is True and summary["memory_bytes"] <= 6 * (3 * 32 * 32 + 16)
     assert summary["class_il"]["acc"] > 50.0      # chance: 10 % over all classes, 20 % within a task
+
+
+def test_many_permutations_preset_fits_its_share():
+    """The MANY preset's memory is what its comment says: 4,000 bytes a task hold 12 uint8 bases
+    at 14 x 14 and 13 recalls per class, distilled with a 30-step unroll and a decaying rate."""
+    from conftest import make_source
+    from memdistill.config import load_preset
+    from memdistill.sweep import expand
+    jobs = {j.config.method: j.config for j in expand(load_preset("many-perm-mnist-compress-recall"))}
+    cfg = jobs["compress-recall"]
+    assert cfg.scenario == "perm-mnist" and cfg.n_tasks == 100 and cfg.buffer == 500
+    fake = make_source(num_classes=10, train_per_class=1, test_per_class=1, shape=(1, 28, 28))
+    scenario = build_scenario("perm-mnist", 100, source=fake, progress=False)
+    cfg_p, scenario, device = engine.prepare(cfg, scenario)
+    learner = engine.build_learner(cfg_p, scenario, device)
+    assert learner.task_bytes == 4_000
+    fitted = learner._fit(10)
+    assert (fitted.num_bases, fitted.recalls, fitted.downsample) == (12, 13, 2)
+    assert fitted.nbytes <= learner.task_bytes
+    assert learner.opts["unroll"] == 30 and learner.opts["outer_lr_decay"] == "cosine"
+    assert learner.opts["recall"] == "per-task"
