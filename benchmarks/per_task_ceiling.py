@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from memdistill.data.scenarios import build_scenario
-from memdistill.distill.evaluate import TrainSchedule, train_fresh_network
+from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, test_accuracy, train_fresh_network
 from memdistill.nets import build_backbone
 
 
@@ -39,10 +39,8 @@ def main() -> None:
         net = train_fresh_network(x, task.train_labels,
                                   lambda: build_backbone(args.backbone, scenario.input_shape, scenario.num_classes),
                                   TrainSchedule(), seed=args.seed * 1_000 + 500 + task.index)
-        net.eval()
-        with torch.no_grad():
-            logits = net((task.test_images.float() / 255 - mean) / std)
-        accs.append(100.0 * (logits.argmax(1) == task.test_labels).float().mean().item())
+        accs.append(test_accuracy(net, HeldOutImages(task.test_images, task.test_labels,
+                                                      scenario.mean, scenario.std)))
         print(f"task {task.index}: {len(task.train_labels)} samples, {accs[-1]:.2f} %", flush=True)
     print(f"mean over {len(accs)} tasks: {np.mean(accs):.2f} %")
 
