@@ -165,6 +165,49 @@ def test_streaming_distillation_runs_end_to_end_and_is_checked(digits):
         run(stream_steps=-1)
 
 
+def test_balance_steps_moves_the_end_steps_of_a_task_the_raw_part_cannot_hold_into_its_stream(digits):
+    """balance_steps=true: a task whose raw part holds a fraction f of its samples takes
+    round(f x distill_steps) steps at its end and the rest spread over its streamed minibatches,
+    so it takes as many outer steps as without; a task held whole keeps all its end steps."""
+    scenario = _scenario(digits, n_tasks=2)
+    task = scenario.tasks[0]
+    samples = len(task.train_labels)
+
+    def learner_for(buffer, balance):
+        cfg = RunConfig(method="compress-recall", buffer=buffer, backbone="mlp", n_tasks=2, batch_size=10,
+                        method_args={**ARGS, "stream_steps": 1, "distill_steps": 12, "balance_steps": balance})
+        cfg, _, device = engine.prepare(cfg, scenario, progress=False)
+        learner = engine.build_learner(cfg, scenario, device)
+        learner.begin_task(task)
+        return learner
+
+    def stream_and_end(learner):
+        per_batch = []
+        for i in range(0, samples, 10):
+            before = learner.outer_steps_taken
+            learner.observe(task.train_images[i:i + 10], task.train_labels[i:i + 10], 0)
+            per_batch.append(learner.outer_steps_taken - before)
+        before = learner.outer_steps_taken
+        learner.end_task(task)
+        return per_batch, learner.outer_steps_taken - before
+
+    batches = -(-samples // 10)
+    held = learner_for(60, True)                          # raw part of 60 samples, task of `samples`
+    assert held.raw.capacity < samples
+    end = round(12 * held.raw.capacity / samples)
+    assert held.end_steps == end and held.moved_steps == 12 - end and held.task_outer_steps == batches + 12
+    assert sum(held._stream_steps_now() - 1 for _ in range(batches)) == 12 - end   # spread, none lost
+    per_batch, at_end = stream_and_end(learner_for(60, True))
+    assert at_end == end and max(per_batch) - min(per_batch[2:]) <= 1         # even, once it starts
+    per_batch, at_end = stream_and_end(learner_for(60, False))
+    assert at_end == 12 and set(per_batch[2:]) == {1}
+    whole = learner_for(10 * samples, True)               # the raw part holds the whole task
+    assert whole.end_steps == 12 and whole.moved_steps == 0
+    with pytest.raises(ConfigError, match="balance_steps must be true or false"):
+        engine.run(RunConfig(method="compress-recall", buffer=60, n_tasks=2,
+                             method_args={**ARGS, "balance_steps": "yes"}), None, scenario, progress=False)
+
+
 def test_per_task_recall_answers_each_task_with_a_network_of_its_own(digits, tmp_path):
     """recall=per-task: task t's test images are answered by a network trained on task t's
     recalls alone, so a task's accuracy is fixed once it is learned (BTI 0, as in Table 3)."""

@@ -21,7 +21,10 @@ method, and is not counted until it is stored at the task's end.
   sized by Eq. 4; the raw samples are dropped, so the raw part keeps shrinking.  Late
   tasks hold few (11 samples at Rotated MNIST's task 19), and steps on those few fit them:
   ``stream_steps=4, distill_steps=0`` (no end steps) gave the better late memories there
-  (docs/benchmarks.md).
+  (docs/benchmarks.md).  ``balance_steps=true`` keeps the end steps where the raw part holds the
+  whole task and moves them into the stream where it cannot: a task whose raw part holds a
+  fraction f of its samples takes round(f x distill_steps) steps at its end and the rest spread
+  over its streamed minibatches, so its outer steps stay as many and fewer of them fit the few.
 * Then a network is trained from scratch on what the memories recall (``recall``):
 
   - ``joint`` (default): one network on everything the stored memories recall; it answers
@@ -62,7 +65,8 @@ default, or ``uniform``: how ``inner_batch`` draws, ``distill/bptt.py``), ``oute
 the cost of 2 x unroll parameter sets; None: keep every step when those sets take at most
 ``KEEP_EVERY_STEP_BYTES``, as the MNIST streams' MLP does, else every ceil(sqrt(unroll)) steps),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``, ``recall`` (``joint`` or ``per-task``),
-``outer_lr_decay`` (``none`` or ``cosine``: the outer rate decays to 0 over each task's outer steps).
+``outer_lr_decay`` (``none`` or ``cosine``: the outer rate decays to 0 over each task's outer steps),
+``balance_steps`` (``true``: move the end steps of a task whose raw part cannot hold it into its stream, above).
 """
 from __future__ import annotations
 
@@ -144,7 +148,8 @@ class CompressRecall(Learner):
     options = {"memory": "addressable", "quantize": None, "budget_bytes": None, "bases": 20, "downsample": 4, "distill_steps": 100, "stream_steps": 0, "unroll": 10, "inner_lr": 0.01,
                "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "per-class", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
-               "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint", "outer_lr_decay": "none"}
+               "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint", "outer_lr_decay": "none",
+               "balance_steps": False}
     RECALLS = ("joint", "per-task")
     OUTER_LR_DECAYS = ("none", "cosine")
 
@@ -184,6 +189,9 @@ class CompressRecall(Learner):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 raise ValueError(f"method compress-recall: option {name} must be a non-negative integer "
                                  f"(got {value!r})")
+        if not isinstance(o["balance_steps"], bool):
+            raise ValueError(f"method compress-recall: option balance_steps must be true or false "
+                             f"(got {o['balance_steps']!r})")
         if o["inner_sampling"] not in INNER_SAMPLINGS:
             raise ValueError(f"method compress-recall: option inner_sampling must be one of: "
                              f"{', '.join(INNER_SAMPLINGS)} (got {o['inner_sampling']!r})")
@@ -215,26 +223,41 @@ class CompressRecall(Learner):
         self.raw = ReservoirBuffer(free // self.sample_bytes, self.ctx.input_shape, device=self.device)
         self.task = task
         self.stream_distiller = None
-        # outer steps this task will take (stream_steps per streamed minibatch, then distill_steps)
-        batches = math.ceil(len(task.train_labels) / max(1, self.ctx.batch_size))
-        self.task_outer_steps = batches * int(self.opts["stream_steps"]) + int(self.opts["distill_steps"])
+        # outer steps this task will take (stream_steps per streamed minibatch, then end_steps)
+        samples = len(task.train_labels)
+        self.task_batches = math.ceil(samples / max(1, self.ctx.batch_size))
+        self.end_steps = int(self.opts["distill_steps"])
+        if self.opts["balance_steps"] and self.raw.capacity < samples:
+            self.end_steps = round(self.end_steps * self.raw.capacity / samples)
+        self.moved_steps = int(self.opts["distill_steps"]) - self.end_steps
+        self.task_outer_steps = self.task_batches * int(self.opts["stream_steps"]) + self.moved_steps + self.end_steps
         self.outer_steps_taken = 0
+        self.batches_seen = 0
 
     def observe(self, images: torch.Tensor, labels: torch.Tensor, task_id: int) -> dict[str, float]:
         # Training phase: no learning on the network; the task's memory is distilled from the
         # stream's minibatches and the raw samples held (Sec. 5.2), which are kept for the end.
-        logs = self._stream_distil(images, labels) if int(self.opts["stream_steps"]) > 0 else {}
+        steps = self._stream_steps_now()
+        logs = self._stream_distil(images, labels, steps) if steps > 0 else {}
         self.raw.add(images, labels, task_id, self.generator)
         return logs
+
+    def _stream_steps_now(self) -> int:
+        """Outer steps on this streamed minibatch: ``stream_steps`` and this minibatch's even
+        share of the end steps ``balance_steps`` moved into the stream."""
+        i, n = self.batches_seen, max(1, self.task_batches)
+        self.batches_seen += 1
+        moved = (min(i + 1, n) * self.moved_steps) // n - (min(i, n) * self.moved_steps) // n
+        return int(self.opts["stream_steps"]) + moved
 
     def end_task(self, task: Task) -> None:
         images = self.raw.images[: len(self.raw)]
         labels = self.raw.labels[: len(self.raw)]
         if self.stream_distiller is not None:
             distiller = self.stream_distiller
-            if len(labels):                   # then distill_steps more on the raw samples held
+            if len(labels):                   # then end_steps more on the raw samples held
                 distiller.set_real(images, self._local_labels(labels, self.task_classes))
-                self._outer_steps(distiller, int(self.opts["distill_steps"]))
+                self._outer_steps(distiller, self.end_steps)
             self._store(distiller.memory, self.task_classes, task.index)
         elif len(labels):
             self._store(self._distil(task, images, labels), sorted(set(labels.tolist())), task.index)
@@ -273,8 +296,8 @@ class CompressRecall(Learner):
             raise ValueError(f"method compress-recall: the stream holds labels outside the task's classes {classes}")
         return torch.searchsorted(known, labels)
 
-    def _stream_distil(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """``stream_steps`` outer steps on this minibatch and the raw samples held.  The memory
+    def _stream_distil(self, images: torch.Tensor, labels: torch.Tensor, steps: int) -> dict[str, float]:
+        """``steps`` outer steps on this minibatch and the raw samples held.  The memory
         starts once they hold every class of the task (real images as bases, repeated where a
         class has fewer samples than bases, as late tasks do when the raw part has shrunk)."""
         held = len(self.raw)
@@ -296,7 +319,7 @@ class CompressRecall(Learner):
             self.stream_distiller = self._distiller(memory.to(self.device), x, local, self.task.index)
         else:
             self.stream_distiller.set_real(x, local)
-        losses = self._outer_steps(self.stream_distiller, int(self.opts["stream_steps"]))
+        losses = self._outer_steps(self.stream_distiller, steps)
         return {"distill_loss": sum(losses) / len(losses)}
 
     def _outer_steps(self, distiller: BPTTDistiller, n: int) -> list[float]:
