@@ -203,12 +203,6 @@ def test_balance_steps_moves_the_end_steps_of_a_task_the_raw_part_cannot_hold_in
     assert at_end == 12 and set(per_batch[2:]) == {1}
     whole = learner_for(10 * samples, True)               # the raw part holds the whole task
     assert whole.end_steps == 12 and whole.moved_steps == 0
-    guarded = engine.run(RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2,
-                                   method_args={**ARGS, "collapse_guard": True}), None, scenario, progress=False)
-    assert guarded["undone_outer_steps"] >= 0
-    with pytest.raises(ConfigError, match="collapse_guard must be true or false"):
-        engine.run(RunConfig(method="compress-recall", buffer=60, n_tasks=2,
-                             method_args={**ARGS, "collapse_guard": 1}), None, scenario, progress=False)
     with pytest.raises(ConfigError, match="balance_steps must be true or false"):
         engine.run(RunConfig(method="compress-recall", buffer=60, n_tasks=2,
                              method_args={**ARGS, "balance_steps": "yes"}), None, scenario, progress=False)

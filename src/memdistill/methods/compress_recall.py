@@ -203,7 +203,6 @@ class CompressRecall(Learner):
         self.memory_tasks: list[int] = []             # the task each memory holds
         self.task_networks: dict[int, Backbone] = {}  # recall=per-task: task index -> its network
         self.raw = ReservoirBuffer(0, ctx.input_shape, device=ctx.device)
-        self.undone_steps = 0                         # collapse_guard: outer updates undone, all tasks
         self.task: Task | None = None
         self.stream_distiller: BPTTDistiller | None = None   # the task's memory while it streams
         # A distilled task must fit its share of the budget (checked before anything runs).
@@ -261,7 +260,6 @@ class CompressRecall(Learner):
             if len(labels):                   # then end_steps more on the raw samples held
                 distiller.set_real(images, self._local_labels(labels, self.task_classes))
                 self._outer_steps(distiller, self.end_steps)
-            self.undone_steps += distiller.undone_steps
             self._store(distiller.memory, self.task_classes, task.index)
         elif len(labels):
             self._store(self._distil(task, images, labels), sorted(set(labels.tolist())), task.index)
@@ -383,7 +381,6 @@ class CompressRecall(Learner):
                                                   budget.downsample, g, self.ctx.mean, self.ctx.std)
         distiller = self._distiller(memory.to(self.device), images, local, task.index)
         self._outer_steps(distiller, int(self.opts["distill_steps"]))
-        self.undone_steps += distiller.undone_steps
         return distiller.memory
 
     # -- recall --------------------------------------------------------------------
@@ -438,10 +435,7 @@ class CompressRecall(Learner):
 
     def extra_summary(self) -> dict:
         # recall=per-task evaluates with each test image's task identity (see the module's doc)
-        summary = {"recall": self.opts["recall"], "uses_task_identity": self.opts["recall"] == "per-task"}
-        if self.opts["collapse_guard"]:
-            summary["undone_outer_steps"] = self.undone_steps
-        return summary
+        return {"recall": self.opts["recall"], "uses_task_identity": self.opts["recall"] == "per-task"}
 
     # -- bookkeeping ------------------------------------------------------------------
     @property
@@ -466,7 +460,6 @@ class CompressRecall(Learner):
         state["memory_tasks"] = list(self.memory_tasks)
         state["raw_capacity"] = self.raw.capacity
         state["raw"] = self.raw.state_dict()
-        state["undone_steps"] = self.undone_steps
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -478,4 +471,3 @@ class CompressRecall(Learner):
         self.task_networks = {}   # per-task networks are rebuilt from the memories when asked for
         self.raw = ReservoirBuffer(int(state["raw_capacity"]), self.ctx.input_shape, device=self.device)
         self.raw.load_state_dict(state["raw"])
-        self.undone_steps = int(state.get("undone_steps", 0))   # checkpoints before collapse_guard: none
