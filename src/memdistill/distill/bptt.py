@@ -24,19 +24,9 @@ Learning the inner learning rate (``learn_inner_lr``, ours; the paper keeps α_�
 MTT-style distillers learn it): θ_t = θ_{t-1} − α m_t gives dJ/dα = −Σ_t ⟨θ̄_t, m_t⟩, read off
 the same reverse pass (m_t rebuilt from the stored m_{t-1} and the gradient the VJP already
 evaluates), and α = exp(log α) is stepped by the outer optimiser beside the memory.
-
-Undoing a collapse (``collapse_guard``, ours): an outer step can push the memory to where the
-inner steps kill every hidden unit of a fresh network's first layer (an MLP trained 30 steps on a
-broken Rotated MNIST memory had none alive); the outer loss then sits at chance, ln |Y'|, and the
-hypergradient through the dead units is zero, so the memory never comes back.  With the guard, a
-step whose loss comes back at chance (>= 0.95 ln |Y'|) after the memory had learned (a running
-mean of the losses <= 0.8 ln |Y'|) restores the memory and the optimiser's state from before the
-previous update and takes no update itself; the step counter moves on, so the next step draws a
-new network and batch (and, while steps keep coming back at chance, the memory waits there).
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -72,7 +62,6 @@ class BPTTConfig:
     augment: str = "none"              # none | flip-rotate (same draw for real and synthetic)
     checkpoint_every: int | None = None  # k; None: ceil(sqrt(T)); 1 stores every step
     learn_inner_lr: bool = False       # ours: α_θ = exp(log α) learned by the outer optimiser too
-    collapse_guard: bool = False       # ours: undo the update after which the loss came back at chance
     seed: int = 0
 
     def validate(self) -> None:
@@ -284,9 +273,6 @@ class BPTTDistiller:
         else:
             self.optimizer = torch.optim.SGD(params, lr=config.outer_lr, momentum=config.outer_momentum)
         self.step = 0
-        self.undone_steps = 0             # collapse_guard: updates undone so far
-        self._before_update = None        # collapse_guard: the state before the last update
-        self._running_loss = None         # collapse_guard: running mean of the accepted losses
 
     def _index_real(self) -> None:
         self.class_index = [torch.nonzero(self.real_labels == c).flatten()
@@ -360,47 +346,12 @@ class BPTTDistiller:
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip else float("inf"))
         if cfg.learn_inner_lr:                           # dJ/dlog α = α dJ/dα
             self.log_inner_lr.grad = torch.tensor(lr * result.grad_lr, dtype=torch.float64)
-        undone = cfg.collapse_guard and self._collapsed(result.outer_loss, len(classes))
-        if undone:
-            self._undo_last_update()
-        else:
-            if cfg.collapse_guard:
-                self._before_update = self._snapshot()
-            self.optimizer.step()
+        self.optimizer.step()
         self.step += 1
         entry = {"inner_lr": lr} if cfg.learn_inner_lr else {}
-        if cfg.collapse_guard:
-            entry["undone"] = int(undone)
         return {**entry, "step": self.step, "outer_loss": result.outer_loss, "grad_norm": float(norm),
                 "seconds": time.perf_counter() - started, "stored_param_sets": result.stored_param_sets,
                 "stored_mb": result.stored_param_sets * result.param_bytes / 2**20}
-
-    # -- collapse_guard ---------------------------------------------------------------------
-    def _collapsed(self, loss: float, n_classes: int) -> bool:
-        """Is this loss at chance after the memory had learned?  Updates the running mean of
-        the losses that are not."""
-        chance = math.log(max(2, n_classes))
-        if not math.isfinite(loss) or (self._running_loss is not None and loss >= 0.95 * chance
-                                       and self._running_loss <= 0.8 * chance):
-            return self._before_update is not None
-        self._running_loss = loss if self._running_loss is None else 0.9 * self._running_loss + 0.1 * loss
-        return False
-
-    def _snapshot(self) -> dict:
-        return {"memory": copy.deepcopy(self.memory.state_dict()),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "log_inner_lr": self.log_inner_lr.detach().clone()}
-
-    def _undo_last_update(self) -> None:
-        rates = [group["lr"] for group in self.optimizer.param_groups]   # a schedule's current rates
-        self.memory.load_state_dict(self._before_update["memory"])
-        self.optimizer.load_state_dict(self._before_update["optimizer"])
-        for group, rate in zip(self.optimizer.param_groups, rates):
-            group["lr"] = rate
-        with torch.no_grad():
-            self.log_inner_lr.copy_(self._before_update["log_inner_lr"])
-        # the snapshot stays: while steps keep coming back at chance, the memory waits at it
-        self.undone_steps += 1
 
     def run(self, steps: int, progress: bool = True, log_every: int = 10,
             callback: Callable[[dict], None] | None = None) -> list[dict]:

@@ -66,9 +66,7 @@ the cost of 2 x unroll parameter sets; None: keep every step when those sets tak
 ``KEEP_EVERY_STEP_BYTES``, as the MNIST streams' MLP does, else every ceil(sqrt(unroll)) steps),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``, ``recall`` (``joint`` or ``per-task``),
 ``outer_lr_decay`` (``none`` or ``cosine``: the outer rate decays to 0 over each task's outer steps),
-``balance_steps`` (``true``: move the end steps of a task whose raw part cannot hold it into its stream, above),
-``collapse_guard`` (``true``: undo an outer update after which the outer loss came back at chance, ``distill/bptt.py``;
-one task's memory in twenty broke so at T = 30, docs/benchmarks.md).
+``balance_steps`` (``true``: move the end steps of a task whose raw part cannot hold it into its stream, above).
 """
 from __future__ import annotations
 
@@ -151,7 +149,7 @@ class CompressRecall(Learner):
                "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "per-class", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint", "outer_lr_decay": "none",
-               "balance_steps": False, "collapse_guard": False}
+               "balance_steps": False}
     RECALLS = ("joint", "per-task")
     OUTER_LR_DECAYS = ("none", "cosine")
 
@@ -191,9 +189,9 @@ class CompressRecall(Learner):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 raise ValueError(f"method compress-recall: option {name} must be a non-negative integer "
                                  f"(got {value!r})")
-        for name in ("balance_steps", "collapse_guard"):
-            if not isinstance(o[name], bool):
-                raise ValueError(f"method compress-recall: option {name} must be true or false (got {o[name]!r})")
+        if not isinstance(o["balance_steps"], bool):
+            raise ValueError(f"method compress-recall: option balance_steps must be true or false "
+                             f"(got {o['balance_steps']!r})")
         if o["inner_sampling"] not in INNER_SAMPLINGS:
             raise ValueError(f"method compress-recall: option inner_sampling must be one of: "
                              f"{', '.join(INNER_SAMPLINGS)} (got {o['inner_sampling']!r})")
@@ -347,8 +345,7 @@ class CompressRecall(Learner):
                          inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
                          inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]),
                          checkpoint_every=checkpoint_interval(self.model, int(o["unroll"]), o["checkpoint_every"]),
-                         outer_lr=float(o["outer_lr"]), collapse_guard=o["collapse_guard"],
-                         seed=self.ctx.seed * 1_000 + task_index)
+                         outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task_index)
         return BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
                              cfg, self.device)
 
