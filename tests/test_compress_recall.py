@@ -322,7 +322,8 @@ def test_cifar100_preset_fits_its_share_and_runs_on_colour_images(tmp_path):
 
 def test_many_permutations_preset_fits_its_share():
     """The MANY preset's memory is what its comment says: 4,000 bytes a task hold 12 uint8 bases
-    at 14 x 14 and 13 recalls per class, distilled with a 30-step unroll and a decaying rate."""
+    at 14 x 14 and 13 recalls per class, distilled with a 30-step unroll and a decaying rate, the end
+    steps of late tasks moved into their stream."""
     from conftest import make_source
     from memdistill.config import load_preset
     from memdistill.sweep import expand
@@ -338,4 +339,4 @@ def test_many_permutations_preset_fits_its_share():
     assert (fitted.num_bases, fitted.recalls, fitted.downsample) == (12, 13, 2)
     assert fitted.nbytes <= learner.task_bytes
     assert learner.opts["unroll"] == 30 and learner.opts["outer_lr_decay"] == "cosine"
-    assert learner.opts["recall"] == "per-task"
+    assert learner.opts["recall"] == "per-task" and learner.opts["balance_steps"] is True
