@@ -437,6 +437,28 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     with pytest.raises(ValueError, match="unknown evaluation augmentation 'cutout'"):
         train_fresh_network(x, y, make_network, TrainSchedule(epochs=1, augment="cutout"), seed=0)
 
+def test_cosine_decay_takes_the_outer_rate_from_its_start_to_zero_over_the_run():
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def distiller(decay):
+        memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+        cfg = BPTTConfig(unroll=2, real_batch_per_class=4, outer_lr=0.2, outer_lr_decay=decay, seed=1)
+        return BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
+                             (0.5,), (0.2,), cfg)
+
+    cosine = distiller("cosine")
+    log = cosine.run(4, progress=False, log_every=1)
+    assert [e["outer_lr"] for e in log] == pytest.approx([0.2 * 0.5 * (1 + math.cos(math.pi * i / 4))
+                                                          for i in range(4)], abs=1e-6)
+    constant = distiller("none")
+    log = constant.run(4, progress=False, log_every=1)
+    assert "outer_lr" not in log[0] and constant.optimizer.param_groups[0]["lr"] == 0.2
+    # the same first step (full rate), different memories after the decayed ones
+    assert not torch.equal(cosine.memory.images, constant.memory.images)
+    with pytest.raises(ValueError, match="outer_lr_decay"):
+        BPTTConfig(outer_lr_decay="linear").validate()
+
 
 # -- CLI ----------------------------------------------------------------------------------
 
@@ -454,6 +476,7 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     (["--augment", "cutmix"], "--augment: unknown value 'cutmix'; allowed: none, flip-rotate"),
     (["--inner-sampling", "stratified"], "--inner-sampling: unknown value 'stratified'; allowed: uniform, per-class"),
     (["--outer-lr", "0"], "--outer-lr: must be a positive number"),
+    (["--outer-lr-decay", "step"], "--outer-lr-decay: unknown value 'step'; allowed: none, cosine"),
     (["--method", "dc", "--learn-inner-lr"], "--learn-inner-lr: needs --method bptt"),
     (["--eval-augment", "cutout"], "--eval-augment: unknown value 'cutout'; allowed: none, crop-scale-rotate"),
     (["--bases", "100"], "--bases: 100 bases (downsample 2) leave no room"),

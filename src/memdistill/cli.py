@@ -228,7 +228,7 @@ def _optional_float(text: str) -> float | None:
 
 def _add_distill_parsers(sub) -> None:
     from memdistill.distill.augment import AUGMENTATIONS
-    from memdistill.distill.bptt import OUTER_OPTIMIZERS
+    from memdistill.distill.bptt import OUTER_LR_DECAYS, OUTER_OPTIMIZERS
     from memdistill.distill.experiment import DATASETS, DISTILL_METHODS, INITS
     from memdistill.distill.memories import MEMORIES
 
@@ -260,6 +260,8 @@ def _add_distill_parsers(sub) -> None:
     d.add_argument("--outer-optimizer", help=f"one of: {', '.join(OUTER_OPTIMIZERS)} (default adam)")
     d.add_argument("--outer-lr", type=float, help="outer learning rate (default 0.01)")
     d.add_argument("--outer-momentum", type=float, help="outer SGD momentum (default 0.5)")
+    d.add_argument("--outer-lr-decay", help=f"one of: {', '.join(OUTER_LR_DECAYS)} (default none; cosine: "
+                                            "the outer rate decays to 0 over --steps)")
     d.add_argument("--clip", type=_optional_float, help="outer gradient-norm clip (default 2; none = off)")
     d.add_argument("--augment", help=f"one of: {', '.join(AUGMENTATIONS)} (default none)")
     d.add_argument("--checkpoint-every", type=_optional_int,

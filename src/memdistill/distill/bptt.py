@@ -43,6 +43,7 @@ from memdistill.nets.base import batch_statistics
 
 Params = dict[str, torch.Tensor]
 OUTER_OPTIMIZERS = ("adam", "sgd")
+OUTER_LR_DECAYS = ("none", "cosine")
 INNER_SAMPLINGS = ("uniform", "per-class")
 
 
@@ -58,6 +59,7 @@ class BPTTConfig:
     outer_optimizer: str = "adam"      # adam | sgd  (public code: sgd lr 0.1 momentum 0.5)
     outer_lr: float = 0.01
     outer_momentum: float = 0.5        # sgd only
+    outer_lr_decay: str = "none"       # none | cosine: from outer_lr to 0 over the steps of run()
     clip: float | None = 2.0           # max norm of the outer gradient (public code: 2)
     augment: str = "none"              # none | flip-rotate (same draw for real and synthetic)
     checkpoint_every: int | None = None  # k; None: ceil(sqrt(T)); 1 stores every step
@@ -85,6 +87,9 @@ class BPTTConfig:
         if self.inner_sampling not in INNER_SAMPLINGS:
             raise ValueError(f"inner_sampling: unknown value {self.inner_sampling!r}; "
                              f"allowed: {', '.join(INNER_SAMPLINGS)}")
+        if self.outer_lr_decay not in OUTER_LR_DECAYS:
+            raise ValueError(f"outer_lr_decay: unknown value {self.outer_lr_decay!r}; "
+                             f"allowed: {', '.join(OUTER_LR_DECAYS)}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment: unknown value {self.augment!r}; allowed: {', '.join(AUGMENTATIONS)}")
         if self.clip is not None and not self.clip > 0:
@@ -230,6 +235,19 @@ class MomentumUnroll:
         return UnrollResult(float(outer), g_images, peak_sets, param_bytes, g_lr if lr_grad else None)
 
 
+def cosine_outer_lr(base_lr: float, progress: float) -> float:
+    """The outer rate at ``progress`` in [0, 1] of a cosine decay from ``base_lr`` to 0 (ours; the
+    public code keeps its rate constant over 500k steps, a budget in which its noise averages out;
+    in a few hundred steps the decay lets the last ones settle the memory instead)."""
+    progress = min(max(progress, 0.0), 1.0)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_outer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**62)
 
@@ -355,13 +373,18 @@ class BPTTDistiller:
 
     def run(self, steps: int, progress: bool = True, log_every: int = 10,
             callback: Callable[[dict], None] | None = None) -> list[dict]:
-        """``steps`` outer steps; returns the log (every ``log_every`` steps and the last)."""
+        """``steps`` outer steps; returns the log (every ``log_every`` steps and the last).
+        With ``outer_lr_decay="cosine"`` the outer rate decays to 0 over these ``steps``."""
         from tqdm.auto import tqdm
         import sys
         log = []
         bar = tqdm(total=steps, desc="distill", disable=not progress, dynamic_ncols=True, file=sys.stderr)
         for i in range(steps):
+            if self.config.outer_lr_decay == "cosine":
+                set_outer_lr(self.optimizer, cosine_outer_lr(self.config.outer_lr, i / steps))
             entry = self.outer_step()
+            if self.config.outer_lr_decay != "none":
+                entry["outer_lr"] = self.optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{entry['outer_loss']:.3f}", refresh=False)
             bar.update(1)
             if i % log_every == 0 or i == steps - 1:

@@ -28,7 +28,7 @@ import torch
 
 from memdistill.config import ConfigError
 from memdistill.distill.augment import AUGMENTATIONS, EVAL_AUGMENTATIONS
-from memdistill.distill.bptt import INNER_SAMPLINGS, OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
+from memdistill.distill.bptt import INNER_SAMPLINGS, OUTER_LR_DECAYS, OUTER_OPTIMIZERS, BPTTConfig, BPTTDistiller
 from memdistill.distill.gradient_matching import GradientMatchingConfig, GradientMatchingDistiller, dc_loops
 from memdistill.distill.evaluate import HeldOutImages, TrainSchedule, evaluate_memory
 from memdistill.distill.memories import (MEMORIES, AddressableMemory, DistilledMemory, MemoryFileError,
@@ -64,6 +64,7 @@ class DistillConfig:
     outer_optimizer: str = "adam"
     outer_lr: float = 0.01
     outer_momentum: float = 0.5
+    outer_lr_decay: str = "none"         # none | cosine (ours: to 0 over the run's steps)
     clip: float | None = 2.0
     augment: str = "none"
     checkpoint_every: int | None = None
@@ -129,6 +130,7 @@ def validate(cfg: DistillConfig) -> None:
         if cfg.dataset in DATASET_SHAPES:
             _saved_memory(cfg, *DATASET_SHAPES[cfg.dataset])     # refused before anything is written
     choose("outer_optimizer", OUTER_OPTIMIZERS)
+    choose("outer_lr_decay", OUTER_LR_DECAYS)
     choose("augment", AUGMENTATIONS)
     choose("inner_sampling", INNER_SAMPLINGS)
     choose("eval_augment", EVAL_AUGMENTATIONS)
@@ -378,7 +380,8 @@ def run_distillation(cfg: DistillConfig, out: str | Path, progress: bool = True)
                       inner_batch=cfg.inner_batch, inner_sampling=cfg.inner_sampling,
                       real_batch_per_class=cfg.real_batch,
                       classes_per_step=cfg.classes_per_step, outer_optimizer=cfg.outer_optimizer,
-                      outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum, clip=cfg.clip,
+                      outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum,
+                      outer_lr_decay=cfg.outer_lr_decay, clip=cfg.clip,
                       augment=cfg.augment, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
         if cfg.method == "dc":
             loops, steps = dc_loops(cfg.ipc)

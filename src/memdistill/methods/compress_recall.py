@@ -76,7 +76,8 @@ import math
 import torch
 
 from memdistill.data.scenarios import Task
-from memdistill.distill.bptt import INNER_SAMPLINGS, BPTTConfig, BPTTDistiller
+from memdistill.distill.bptt import (INNER_SAMPLINGS, OUTER_LR_DECAYS, BPTTConfig, BPTTDistiller, cosine_outer_lr,
+                                     set_outer_lr)
 from memdistill.distill.evaluate import TrainSchedule, train_fresh_network
 from memdistill.distill.memories import (STORED_KINDS, AddressableMemory, DistilledMemory, QuantizedAddressable,
                                          QuantizedImages, SyntheticImages, fit_addressable, fit_images,
@@ -151,7 +152,7 @@ class CompressRecall(Learner):
                "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint", "outer_lr_decay": "none",
                "balance_steps": False}
     RECALLS = ("joint", "per-task")
-    OUTER_LR_DECAYS = ("none", "cosine")
+    OUTER_LR_DECAYS = OUTER_LR_DECAYS
 
     def __init__(self, model: Backbone, ctx: LearnerContext, **options):
         super().__init__(model, ctx, **options)
@@ -331,9 +332,8 @@ class CompressRecall(Learner):
         losses = []
         for _ in range(n):
             if self.opts["outer_lr_decay"] == "cosine":
-                progress = min(1.0, self.outer_steps_taken / max(1, self.task_outer_steps))
-                for group in distiller.optimizer.param_groups:
-                    group["lr"] = float(self.opts["outer_lr"]) * 0.5 * (1 + math.cos(math.pi * progress))
+                progress = self.outer_steps_taken / max(1, self.task_outer_steps)
+                set_outer_lr(distiller.optimizer, cosine_outer_lr(float(self.opts["outer_lr"]), progress))
             losses.append(distiller.outer_step()["outer_loss"])
             self.outer_steps_taken += 1
         return losses
