@@ -208,6 +208,22 @@ def test_balance_steps_moves_the_end_steps_of_a_task_the_raw_part_cannot_hold_in
                              method_args={**ARGS, "balance_steps": "yes"}), None, scenario, progress=False)
 
 
+def test_collapse_guard_is_a_no_op_on_healthy_memories_and_reports_its_rollbacks(digits, tmp_path):
+    scenario = _scenario(digits, n_tasks=2)
+
+    def run(guard, out):
+        cfg = RunConfig(method="compress-recall", buffer=60, backbone="mlp", n_tasks=2, batch_size=10,
+                        method_args={**ARGS, "stream_steps": 1, "collapse_guard": guard})
+        return engine.run(cfg, out, scenario, progress=False)
+
+    plain, guarded = run(False, tmp_path / "plain"), run(True, tmp_path / "guarded")
+    assert guarded["class_il"] == plain["class_il"]
+    assert guarded["collapse_rollbacks"] == {} and "collapse_rollbacks" not in plain
+    with pytest.raises(ConfigError, match="collapse_guard must be true or false"):
+        engine.run(RunConfig(method="compress-recall", buffer=60, n_tasks=2,
+                             method_args={**ARGS, "collapse_guard": 1}), None, scenario, progress=False)
+
+
 def test_per_task_recall_answers_each_task_with_a_network_of_its_own(digits, tmp_path):
     """recall=per-task: task t's test images are answered by a network trained on task t's
     recalls alone, so a task's accuracy is fixed once it is learned (BTI 0, as in Table 3)."""

@@ -459,6 +459,47 @@ def test_cosine_decay_takes_the_outer_rate_from_its_start_to_zero_over_the_run()
     with pytest.raises(ValueError, match="outer_lr_decay"):
         BPTTConfig(outer_lr_decay="linear").validate()
 
+def _guarded_distiller(guard, seed=1):
+    real_x, real_y = _separable_data()
+    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+    cfg = BPTTConfig(unroll=2, real_batch_per_class=4, outer_lr=0.05, collapse_guard=guard, seed=seed)
+    return BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
+                         (0.5,), (0.2,), cfg)
+
+
+def test_collapse_guard_changes_nothing_while_the_loss_stays_below_chance():
+    plain, guarded = _guarded_distiller(False), _guarded_distiller(True)
+    plain.run(25, progress=False)
+    log = guarded.run(25, progress=False, log_every=1)
+    assert torch.equal(plain.memory.images, guarded.memory.images)
+    assert guarded.rollbacks == 0 and all(e["rollbacks"] == 0 for e in log)
+
+
+def test_collapse_guard_rolls_back_to_the_last_healthy_state_and_halves_the_rate(monkeypatch):
+    from memdistill.distill import bptt
+    losses = iter([0.5] * 12 + [math.log(3)] + [0.5] * 3)
+    real = bptt.MomentumUnroll.hypergradient
+
+    def scripted(self, *args, **kwargs):      # the real hypergradient, with a scripted loss
+        result = real(self, *args, **kwargs)
+        result.outer_loss = next(losses)
+        return result
+
+    monkeypatch.setattr(bptt.MomentumUnroll, "hypergradient", scripted)
+    d = _guarded_distiller(True)
+    d.run(10, progress=False)
+    after_ten = d.memory.images.detach().clone()
+    d.run(2, progress=False)                     # two more updates, then the collapse
+    assert not torch.equal(d.memory.images, after_ten)
+    entry = d.outer_step()
+    assert entry["rollbacks"] == 1 and d.rate_scale == 0.5
+    assert torch.equal(d.memory.images, after_ten)
+    before = d.memory.images.detach().clone()
+    d.outer_step()                               # updates go on, at half the rate
+    assert not torch.equal(d.memory.images, before)
+    assert d.optimizer.param_groups[0]["lr"] == 0.05   # the schedule's rate is left as it was
+
 
 # -- CLI ----------------------------------------------------------------------------------
 

@@ -24,9 +24,21 @@ Learning the inner learning rate (``learn_inner_lr``, ours; the paper keeps α_�
 MTT-style distillers learn it): θ_t = θ_{t-1} − α m_t gives dJ/dα = −Σ_t ⟨θ̄_t, m_t⟩, read off
 the same reverse pass (m_t rebuilt from the stored m_{t-1} and the gradient the VJP already
 evaluates), and α = exp(log α) is stepped by the outer optimiser beside the memory.
+
+Rolling back a collapse (``collapse_guard``, ours): outer steps can drift a memory to where the
+inner steps kill every hidden unit of a fresh network's first layer (an MLP trained 30 steps on a
+broken Rotated MNIST memory had none alive, its recalls spread 3x the healthy ones'); the outer loss
+then sits at chance, ln |Y'|, the hypergradient through the dead units is zero, and the memory
+never comes back.  The drift takes tens of steps, so undoing the last one does not save it (tried).
+With the guard the distiller keeps the state (memory, optimiser, α_θ) of the last healthy moment,
+taken every ``GUARD_EVERY`` steps while a running mean of the losses is at most 0.8 ln |Y'|; a step
+whose loss comes back at chance (>= 0.95 ln |Y'|, or not finite) restores it, takes no update, and
+halves the outer rate from then on (on top of any schedule).  A memory that never collapses takes
+exactly the steps it takes without the guard.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -64,6 +76,7 @@ class BPTTConfig:
     augment: str = "none"              # none | flip-rotate (same draw for real and synthetic)
     checkpoint_every: int | None = None  # k; None: ceil(sqrt(T)); 1 stores every step
     learn_inner_lr: bool = False       # ours: α_θ = exp(log α) learned by the outer optimiser too
+    collapse_guard: bool = False       # ours: roll back to the last healthy state when the loss hits chance
     seed: int = 0
 
     def validate(self) -> None:
@@ -291,6 +304,11 @@ class BPTTDistiller:
         else:
             self.optimizer = torch.optim.SGD(params, lr=config.outer_lr, momentum=config.outer_momentum)
         self.step = 0
+        self.rollbacks = 0                # collapse_guard: collapses rolled back so far
+        self.rate_scale = 1.0             # collapse_guard: halved at every rollback
+        self._running_loss = None         # collapse_guard: running mean of the accepted losses
+        self._healthy = None              # collapse_guard: the state rolled back to
+        self._accepted = 0
 
     def _index_real(self) -> None:
         self.class_index = [torch.nonzero(self.real_labels == c).flatten()
@@ -364,12 +382,60 @@ class BPTTDistiller:
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip else float("inf"))
         if cfg.learn_inner_lr:                           # dJ/dlog α = α dJ/dα
             self.log_inner_lr.grad = torch.tensor(lr * result.grad_lr, dtype=torch.float64)
-        self.optimizer.step()
+        rolled_back = cfg.collapse_guard and self._collapsed(result.outer_loss, len(classes))
+        if rolled_back:
+            self._roll_back()
+        else:
+            self._update()
         self.step += 1
         entry = {"inner_lr": lr} if cfg.learn_inner_lr else {}
+        if cfg.collapse_guard:
+            entry["rollbacks"] = self.rollbacks
         return {**entry, "step": self.step, "outer_loss": result.outer_loss, "grad_norm": float(norm),
                 "seconds": time.perf_counter() - started, "stored_param_sets": result.stored_param_sets,
                 "stored_mb": result.stored_param_sets * result.param_bytes / 2**20}
+
+    # -- collapse_guard ---------------------------------------------------------------------
+    GUARD_EVERY = 10
+
+    def _update(self) -> None:
+        """The optimiser's step at the scheduled rate times ``rate_scale``; with the guard, the
+        running loss and, every ``GUARD_EVERY`` accepted steps while it is low, a healthy state."""
+        rates = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.rate_scale
+        self.optimizer.step()
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        self._accepted += 1
+
+    def _collapsed(self, loss: float, n_classes: int) -> bool:
+        """Has the loss come back at chance after the memory had learned?  Otherwise keeps the
+        running mean of the losses, and a healthy state every ``GUARD_EVERY`` steps."""
+        chance = math.log(max(2, n_classes))
+        if self._healthy is not None and (not math.isfinite(loss) or loss >= 0.95 * chance):
+            return True
+        if not math.isfinite(loss):
+            return False
+        self._running_loss = loss if self._running_loss is None else 0.9 * self._running_loss + 0.1 * loss
+        if self._accepted % self.GUARD_EVERY == 0 and self._running_loss <= 0.8 * chance:
+            self._healthy = {"memory": copy.deepcopy(self.memory.state_dict()),
+                             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                             "log_inner_lr": self.log_inner_lr.detach().clone(),
+                             "running_loss": self._running_loss}
+        return False
+
+    def _roll_back(self) -> None:
+        rates = [group["lr"] for group in self.optimizer.param_groups]   # a schedule's current rates
+        self.memory.load_state_dict(self._healthy["memory"])
+        self.optimizer.load_state_dict(self._healthy["optimizer"])
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        with torch.no_grad():
+            self.log_inner_lr.copy_(self._healthy["log_inner_lr"])
+        self._running_loss = self._healthy["running_loss"]
+        self.rate_scale *= 0.5
+        self.rollbacks += 1
 
     def run(self, steps: int, progress: bool = True, log_every: int = 10,
             callback: Callable[[dict], None] | None = None) -> list[dict]:

@@ -66,7 +66,9 @@ the cost of 2 x unroll parameter sets; None: keep every step when those sets tak
 ``KEEP_EVERY_STEP_BYTES``, as the MNIST streams' MLP does, else every ceil(sqrt(unroll)) steps),
 ``retrain_epochs``, ``retrain_lr``, ``retrain_batch``, ``recall`` (``joint`` or ``per-task``),
 ``outer_lr_decay`` (``none`` or ``cosine``: the outer rate decays to 0 over each task's outer steps),
-``balance_steps`` (``true``: move the end steps of a task whose raw part cannot hold it into its stream, above).
+``balance_steps`` (``true``: move the end steps of a task whose raw part cannot hold it into its stream, above),
+``collapse_guard`` (``true``: roll a memory whose outer loss came back at chance to its last healthy state and
+halve its outer rate, ``distill/bptt.py``; one memory in twenty broke so at T = 30, docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -150,7 +152,7 @@ class CompressRecall(Learner):
                "inner_momentum": 0.9, "inner_batch": None, "inner_sampling": "per-class", "outer_lr": 0.03, "real_batch": 32, "checkpoint_every": None,
                "retrain_epochs": 300,
                "retrain_lr": 0.01, "retrain_batch": 256, "recall": "joint", "outer_lr_decay": "none",
-               "balance_steps": False}
+               "balance_steps": False, "collapse_guard": False}
     RECALLS = ("joint", "per-task")
     OUTER_LR_DECAYS = OUTER_LR_DECAYS
 
@@ -190,9 +192,9 @@ class CompressRecall(Learner):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 raise ValueError(f"method compress-recall: option {name} must be a non-negative integer "
                                  f"(got {value!r})")
-        if not isinstance(o["balance_steps"], bool):
-            raise ValueError(f"method compress-recall: option balance_steps must be true or false "
-                             f"(got {o['balance_steps']!r})")
+        for name in ("balance_steps", "collapse_guard"):
+            if not isinstance(o[name], bool):
+                raise ValueError(f"method compress-recall: option {name} must be true or false (got {o[name]!r})")
         if o["inner_sampling"] not in INNER_SAMPLINGS:
             raise ValueError(f"method compress-recall: option inner_sampling must be one of: "
                              f"{', '.join(INNER_SAMPLINGS)} (got {o['inner_sampling']!r})")
@@ -204,6 +206,7 @@ class CompressRecall(Learner):
         self.raw = ReservoirBuffer(0, ctx.input_shape, device=ctx.device)
         self.task: Task | None = None
         self.stream_distiller: BPTTDistiller | None = None   # the task's memory while it streams
+        self.rollbacks: dict[int, int] = {}           # collapse_guard: task index -> rollbacks taken
         # A distilled task must fit its share of the budget (checked before anything runs).
         self._fit(1)
 
@@ -321,7 +324,10 @@ class CompressRecall(Learner):
         else:
             self.stream_distiller.set_real(x, local)
         losses = self._outer_steps(self.stream_distiller, steps)
-        return {"distill_loss": sum(losses) / len(losses)}
+        logs = {"distill_loss": sum(losses) / len(losses)}
+        if self.opts["collapse_guard"]:
+            logs["distill_rollbacks"] = self.stream_distiller.rollbacks
+        return logs
 
     def _outer_steps(self, distiller: BPTTDistiller, n: int) -> list[float]:
         """``n`` outer steps; with ``outer_lr_decay=cosine`` the outer rate follows a cosine from
@@ -336,6 +342,8 @@ class CompressRecall(Learner):
                 set_outer_lr(distiller.optimizer, cosine_outer_lr(float(self.opts["outer_lr"]), progress))
             losses.append(distiller.outer_step()["outer_loss"])
             self.outer_steps_taken += 1
+        if distiller.rollbacks:
+            self.rollbacks[self.task.index] = distiller.rollbacks
         return losses
 
     def _distiller(self, memory: DistilledMemory, images: torch.Tensor, local: torch.Tensor,
@@ -345,7 +353,8 @@ class CompressRecall(Learner):
                          inner_momentum=float(o["inner_momentum"]), inner_batch=o["inner_batch"],
                          inner_sampling=o["inner_sampling"], real_batch_per_class=int(o["real_batch"]),
                          checkpoint_every=checkpoint_interval(self.model, int(o["unroll"]), o["checkpoint_every"]),
-                         outer_lr=float(o["outer_lr"]), seed=self.ctx.seed * 1_000 + task_index)
+                         outer_lr=float(o["outer_lr"]), collapse_guard=o["collapse_guard"],
+                         seed=self.ctx.seed * 1_000 + task_index)
         return BPTTDistiller(memory, self._fresh_network, images, local, self.ctx.mean, self.ctx.std,
                              cfg, self.device)
 
@@ -432,7 +441,10 @@ class CompressRecall(Learner):
 
     def extra_summary(self) -> dict:
         # recall=per-task evaluates with each test image's task identity (see the module's doc)
-        return {"recall": self.opts["recall"], "uses_task_identity": self.opts["recall"] == "per-task"}
+        extra = {"recall": self.opts["recall"], "uses_task_identity": self.opts["recall"] == "per-task"}
+        if self.opts["collapse_guard"]:
+            extra["collapse_rollbacks"] = {str(t): n for t, n in sorted(self.rollbacks.items())}
+        return extra
 
     # -- bookkeeping ------------------------------------------------------------------
     @property
@@ -457,6 +469,7 @@ class CompressRecall(Learner):
         state["memory_tasks"] = list(self.memory_tasks)
         state["raw_capacity"] = self.raw.capacity
         state["raw"] = self.raw.state_dict()
+        state["rollbacks"] = dict(self.rollbacks)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -468,3 +481,4 @@ class CompressRecall(Learner):
         self.task_networks = {}   # per-task networks are rebuilt from the memories when asked for
         self.raw = ReservoirBuffer(int(state["raw_capacity"]), self.ctx.input_shape, device=self.device)
         self.raw.load_state_dict(state["raw"])
+        self.rollbacks = {int(t): int(n) for t, n in state.get("rollbacks", {}).items()}
