@@ -31,7 +31,8 @@ broken Rotated MNIST memory had none alive, its recalls spread 3x the healthy on
 then sits at chance, ln |Y'|, the hypergradient through the dead units is zero, and the memory
 never comes back.  The drift takes tens of steps, so undoing the last one does not save it (tried).
 With the guard the distiller keeps the state (memory, optimiser, α_θ) of the last healthy moment,
-taken every ``GUARD_EVERY`` steps while a running mean of the losses is at most 0.8 ln |Y'|; a step
+taken every ``GUARD_EVERY`` steps while a running mean of the losses is at most 0.8 ln |Y'| and
+within 25 % of its lowest such value (so not a state already drifting away); a step
 whose loss comes back at chance (>= 0.95 ln |Y'|, or not finite) restores it, takes no update, and
 halves the outer rate from then on (on top of any schedule).  A memory that never collapses takes
 exactly the steps it takes without the guard.
@@ -308,6 +309,7 @@ class BPTTDistiller:
         self.rate_scale = 1.0             # collapse_guard: halved at every rollback
         self._running_loss = None         # collapse_guard: running mean of the accepted losses
         self._healthy = None              # collapse_guard: the state rolled back to
+        self._best_running = math.inf     # collapse_guard: the lowest running loss kept as healthy
         self._accepted = 0
 
     def _index_real(self) -> None:
@@ -418,7 +420,10 @@ class BPTTDistiller:
         if not math.isfinite(loss):
             return False
         self._running_loss = loss if self._running_loss is None else 0.9 * self._running_loss + 0.1 * loss
-        if self._accepted % self.GUARD_EVERY == 0 and self._running_loss <= 0.8 * chance:
+        # healthy: learned (<= 0.8 ln |Y'|) and not drifting away (within 25 % of the best so far)
+        if self._accepted % self.GUARD_EVERY == 0 and self._running_loss <= min(
+                0.8 * chance, 1.25 * self._best_running):
+            self._best_running = min(self._best_running, self._running_loss)
             self._healthy = {"memory": copy.deepcopy(self.memory.state_dict()),
                              "optimizer": copy.deepcopy(self.optimizer.state_dict()),
                              "log_inner_lr": self.log_inner_lr.detach().clone(),
