@@ -336,6 +336,19 @@ def test_cifar100_preset_fits_its_share_and_runs_on_colour_images(tmp_path):
     assert summary["class_il"]["acc"] > 50.0      # chance: 10 % over all classes, 20 % within a task
 
 
+def test_rotated_preset_runs_the_memory_its_comment_says():
+    """600 outer steps a task (6 per streamed minibatch) through a 30-step unroll, the rate decaying
+    over the task, a collapsed memory rolled back, one network per task."""
+    from memdistill.config import load_preset
+    from memdistill.sweep import expand
+    jobs = {j.config.method: j.config for j in expand(load_preset("rot-mnist-compress-recall"))}
+    args = jobs["compress-recall"].method_args
+    assert jobs["compress-recall"].scenario == "rot-mnist" and jobs["compress-recall"].buffer == 200
+    assert (args["stream_steps"], args["distill_steps"], args["unroll"]) == (6, 0, 30)
+    assert args["outer_lr_decay"] == "cosine" and args["collapse_guard"] is True and args["recall"] == "per-task"
+    assert set(jobs) == {"compress-recall", "er", "finetune", "agem", "ewc"}
+
+
 def test_many_permutations_preset_fits_its_share():
     """The MANY preset's memory is what its comment says: 4,000 bytes a task hold 12 uint8 bases
     at 14 x 14 and 13 recalls per class, distilled with a 30-step unroll and a decaying rate, the end
