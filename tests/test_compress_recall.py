@@ -286,6 +286,7 @@ def test_cosine_outer_rate_decays_over_the_tasks_outer_steps(digits):
         def __init__(self):
             self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
             self.rates = []
+            self.rollbacks = 0           # collapse_guard's count, which the learner reads after the steps
 
         def outer_step(self):
             self.rates.append(self.optimizer.param_groups[0]["lr"])
