@@ -437,15 +437,20 @@ def test_evaluation_trains_fresh_networks_and_reports_mean_and_std():
     with pytest.raises(ValueError, match="unknown evaluation augmentation 'cutout'"):
         train_fresh_network(x, y, make_network, TrainSchedule(epochs=1, augment="cutout"), seed=0)
 
-def test_cosine_decay_takes_the_outer_rate_from_its_start_to_zero_over_the_run():
+
+def _small_distiller(**config):
+    """Three classes of 6-pixel images, a linear network, T = 2: fast enough for many outer steps."""
     real_x, real_y = _separable_data()
     real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
+    cfg = BPTTConfig(unroll=2, real_batch_per_class=4, seed=1, **config)
+    return BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
+                         (0.5,), (0.2,), cfg)
 
+
+def test_cosine_decay_takes_the_outer_rate_from_its_start_to_zero_over_the_run():
     def distiller(decay):
-        memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
-        cfg = BPTTConfig(unroll=2, real_batch_per_class=4, outer_lr=0.2, outer_lr_decay=decay, seed=1)
-        return BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
-                             (0.5,), (0.2,), cfg)
+        return _small_distiller(outer_lr=0.2, outer_lr_decay=decay)
 
     cosine = distiller("cosine")
     log = cosine.run(4, progress=False, log_every=1)
@@ -459,13 +464,9 @@ def test_cosine_decay_takes_the_outer_rate_from_its_start_to_zero_over_the_run()
     with pytest.raises(ValueError, match="outer_lr_decay"):
         BPTTConfig(outer_lr_decay="linear").validate()
 
-def _guarded_distiller(guard, seed=1):
-    real_x, real_y = _separable_data()
-    real_u8 = ((real_x * 0.2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    memory = SyntheticImages.random((1, 1, 6), 1, 3, torch.Generator().manual_seed(3), (0.5,), (0.2,))
-    cfg = BPTTConfig(unroll=2, real_batch_per_class=4, outer_lr=0.05, collapse_guard=guard, seed=seed)
-    return BPTTDistiller(memory, lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3)), real_u8, real_y,
-                         (0.5,), (0.2,), cfg)
+
+def _guarded_distiller(guard):
+    return _small_distiller(outer_lr=0.05, collapse_guard=guard)
 
 
 def test_collapse_guard_changes_nothing_while_the_loss_stays_below_chance():
